@@ -1,0 +1,67 @@
+"""Database URL handling: one accepted set of schemes, one place that knows the driver names."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from sessiondb.errors import ConfigurationError
+
+ACCEPTED_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
+ASYNC_DRIVER = "postgresql+asyncpg"
+# yoyo (and so a DBA's `yoyo apply`) uses psycopg 3.
+MIGRATION_DRIVER = "postgresql+psycopg"
+
+
+def parse_database_url(url: str | URL) -> URL:
+    """Return ``url`` as a SQLAlchemy URL on the asyncpg driver, or raise ``ConfigurationError``.
+
+    The error text never contains the password.
+    """
+    if isinstance(url, URL):
+        parsed = url
+    else:
+        if not isinstance(url, str):
+            raise ConfigurationError(f"database URL must be a string, got {type(url).__name__}")
+        if not url.strip():
+            raise ConfigurationError("database URL is empty")
+        if "\x00" in url:
+            raise ConfigurationError("database URL contains a NUL byte")
+        try:
+            parsed = make_url(url.strip())
+        except (ArgumentError, ValueError):
+            raise ConfigurationError(
+                "database URL is not a valid URL (expected postgresql://user:password@host:port/dbname)"
+            ) from None
+    if parsed.drivername not in ACCEPTED_SCHEMES:
+        raise ConfigurationError(
+            f"unsupported database URL scheme {parsed.drivername!r}; "
+            f"use one of: {', '.join(s + '://' for s in ACCEPTED_SCHEMES)}"
+        )
+    try:
+        _ = parsed.port
+    except ValueError:
+        raise ConfigurationError("database URL has an invalid port") from None
+    return parsed.set(drivername=ASYNC_DRIVER)
+
+
+def migration_url(url: str | URL) -> str:
+    """The same server as a ``postgresql+psycopg://`` URL string for yoyo."""
+    return parse_database_url(url).set(drivername=MIGRATION_DRIVER).render_as_string(hide_password=False)
+
+
+def asyncpg_dsn(url: str | URL) -> str:
+    """The same server as a plain ``postgresql://`` DSN for ``asyncpg.connect``/``create_pool``."""
+    return parse_database_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def describe_server(url: str | URL) -> str:
+    """``host:port/dbname`` (or the socket directory) for messages; never the password."""
+    parsed = parse_database_url(url)
+    host = parsed.host or parsed.query.get("host") or "localhost"
+    if isinstance(host, tuple):
+        host = ",".join(host)
+    port = parsed.port or parsed.query.get("port") or 5432
+    if isinstance(port, tuple):
+        port = ",".join(port)
+    return f"{host}:{port}/{parsed.database or ''}"
