@@ -1,0 +1,162 @@
+"""``Database``: the async engine, its tuned asyncpg pool, and the unit-of-work context."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from sessiondb.errors import ConfigurationError, DatabaseUnavailable, PoolTimeout
+from sessiondb.settings import PoolSettings
+from sessiondb.stats import PoolCounters, pool_snapshot
+from sessiondb.urls import describe_server, parse_database_url
+
+DATABASE_URL_ENV = "DATABASE_URL"
+
+
+class Database:
+    """Owns one async engine (asyncpg pool) and the ``AsyncSession`` factory.
+
+    Create one per process and event loop, share it between tasks, and give each task its own
+    session via ``db.session()`` or ``Depends(db.get_db)``.
+    """
+
+    def __init__(self, url: str | URL, pool: PoolSettings | None = None) -> None:
+        if pool is None:
+            pool = PoolSettings()
+        if not isinstance(pool, PoolSettings):
+            raise TypeError(f"pool must be a PoolSettings, got {type(pool).__name__}")
+        self.url: URL = parse_database_url(url)
+        self.pool_settings = pool
+        self.server = describe_server(self.url)
+        self.engine = create_async_engine(
+            self.url,
+            pool_size=pool.size,
+            max_overflow=pool.max_overflow,
+            pool_timeout=pool.timeout,
+            pool_recycle=-1 if pool.recycle is None else pool.recycle,
+            pool_pre_ping=pool.pre_ping,
+            pool_use_lifo=pool.use_lifo,
+            connect_args=self._connect_args(pool),
+        )
+        self._counters = PoolCounters()
+        self._counters.listen(self.engine.sync_engine.pool)
+        # expire_on_commit=False: reading an attribute after commit must not trigger lazy IO,
+        # which in async code fails with MissingGreenlet.
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+
+    @staticmethod
+    def _connect_args(pool: PoolSettings) -> dict[str, Any]:
+        return {
+            "statement_cache_size": pool.statement_cache_size,
+            "command_timeout": pool.command_timeout,
+            "timeout": pool.connect_timeout,
+            "server_settings": {"application_name": pool.application_name},
+        }
+
+    @classmethod
+    def from_env(cls, pool: PoolSettings | None = None) -> Database:
+        """``Database(os.environ["DATABASE_URL"], PoolSettings.from_env())``."""
+        url = os.environ.get(DATABASE_URL_ENV, "").strip()
+        if not url:
+            raise ConfigurationError(f"{DATABASE_URL_ENV} is not set")
+        return cls(url, PoolSettings.from_env() if pool is None else pool)
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """Yield an ``AsyncSession``: commit if the block succeeds, roll back and re-raise if it
+        raises, and always return the connection to the pool."""
+        s = self.sessionmaker()
+        try:
+            await self._checkout(s)
+            yield s
+            await s.commit()
+        except BaseException:
+            await _finish_even_if_cancelled(s.rollback())
+            raise
+        finally:
+            await _finish_even_if_cancelled(s.close())
+
+    async def get_db(self) -> AsyncIterator[AsyncSession]:
+        """FastAPI dependency: ``Depends(db.get_db)``. Same semantics as ``db.session()``."""
+        async with self.session() as s:
+            yield s
+
+    async def _checkout(self, s: AsyncSession) -> None:
+        # Take the connection up front so pool and connect failures surface as our typed errors.
+        counters = self._counters
+        counters.requests_waiting += 1
+        started = time.perf_counter()
+        try:
+            await s.connection()
+        except sa_exc.TimeoutError:
+            raise PoolTimeout(self._pool_timeout_message()) from None
+        except (TimeoutError, OSError, asyncpg.PostgresError, sa_exc.DBAPIError) as error:
+            raise self.unavailable(error) from error
+        finally:
+            counters.requests_waiting -= 1
+            counters.wait_ms_total += (time.perf_counter() - started) * 1000.0
+
+    def unavailable(self, error: BaseException) -> DatabaseUnavailable:
+        """A ``DatabaseUnavailable`` naming host and port (never the password) for ``error``."""
+        original = getattr(error, "orig", None) or error
+        reason = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
+        return DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.server}: {reason}")
+
+    def _pool_timeout_message(self) -> str:
+        stats = self.pool_stats()
+        settings = self.pool_settings
+        return (
+            f"no pooled connection became free within {settings.timeout:g}s "
+            f"(size={settings.size}, max_overflow={settings.max_overflow}, "
+            f"checked_out={stats['checked_out']}, overflow={stats['overflow']}, "
+            f"waiting={stats['requests_waiting']}); raise PoolSettings.size/max_overflow or "
+            "shorten the transactions holding connections"
+        )
+
+    def pool_stats(self) -> dict[str, int | float]:
+        """``size``, ``checked_out``, ``overflow``, ``connections_opened``, ``connections_lost``,
+        ``checkouts``, ``requests_waiting`` and ``wait_ms_total`` (since the pool was created)."""
+        return pool_snapshot(self.engine.sync_engine.pool, self._counters)
+
+    async def dispose(self) -> None:
+        """Close every pooled connection. The Database can be used again afterwards."""
+        await self.engine.dispose()
+
+
+async def _finish_even_if_cancelled(awaitable: Awaitable[None]) -> None:
+    # Shielded so a cancellation arriving during cleanup cannot leave the connection checked out.
+    task = asyncio.ensure_future(awaitable)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+_default_database: Database | None = None
+
+
+def default_database() -> Database:
+    """The process-wide ``Database.from_env()``, created on first use (never at import time)."""
+    global _default_database
+    if _default_database is None:
+        _default_database = Database.from_env()
+    return _default_database
+
+
+async def get_db() -> AsyncIterator[AsyncSession]:
+    """FastAPI dependency on the default ``Database`` from ``DATABASE_URL``."""
+    async with default_database().session() as s:
+        yield s
