@@ -1,0 +1,40 @@
+"""sessiondb: anonymous session records in PostgreSQL, on SQLAlchemy 2 and a tuned asyncpg pool."""
+
+from sessiondb.database import Database
+from sessiondb.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    EmbeddedServerError,
+    ImmutableSessionError,
+    InvalidSessionId,
+    MigrationError,
+    PoolTimeout,
+    SessionDBError,
+)
+from sessiondb.migrations import apply_migrations, migration_status, rollback_migrations
+from sessiondb.model import Session, metadata, sessions
+from sessiondb.queries import count_sessions, create_session, delete_session, get_session
+from sessiondb.settings import PoolSettings
+
+__all__ = [
+    "ConfigurationError",
+    "Database",
+    "DatabaseUnavailable",
+    "EmbeddedServerError",
+    "ImmutableSessionError",
+    "InvalidSessionId",
+    "MigrationError",
+    "PoolSettings",
+    "PoolTimeout",
+    "Session",
+    "SessionDBError",
+    "apply_migrations",
+    "count_sessions",
+    "create_session",
+    "delete_session",
+    "get_session",
+    "metadata",
+    "migration_status",
+    "rollback_migrations",
+    "sessions",
+]

@@ -1,0 +1,151 @@
+"""The ``sessiondb`` command: migrate, status, rollback and bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from sessiondb.database import DATABASE_URL_ENV
+from sessiondb.errors import SessionDBError
+from sessiondb.urls import describe_server, parse_database_url
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
+
+Command = Callable[[argparse.Namespace, str, Console], int]
+
+
+@contextlib.contextmanager
+def _server_url(args: argparse.Namespace, console: Console) -> Iterator[str]:
+    """``--database-url``, else ``DATABASE_URL``, else a throwaway embedded server."""
+    url = args.database_url or os.environ.get(DATABASE_URL_ENV, "").strip()
+    if url:
+        parse_database_url(url)  # fail fast with a clear error, before connecting
+        yield url
+        return
+    from sessiondb.embedded import embedded_postgres
+
+    console.print("[dim]no --database-url or DATABASE_URL: starting an embedded PostgreSQL[/dim]")
+    with embedded_postgres() as server:
+        yield server.url
+
+
+def cmd_migrate(args: argparse.Namespace, url: str, console: Console) -> int:
+    from sessiondb.migrations import apply_migrations
+
+    applied = apply_migrations(url)
+    if applied:
+        console.print(f"applied {len(applied)} migration(s) on {describe_server(url)}: {', '.join(applied)}")
+    else:
+        console.print(f"{describe_server(url)} is up to date")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, url: str, console: Console) -> int:
+    from sessiondb.migrations import migration_status
+
+    rows = migration_status(url)
+    if args.json:
+        print(json.dumps([{**r, "applied_at": r["applied_at"] and r["applied_at"].isoformat()} for r in rows]))
+        return EXIT_OK
+    for row in rows:
+        when = row["applied_at"].isoformat() if row["applied_at"] else "-"
+        console.print(f"{'applied' if row['applied'] else 'pending':8} {when:32} {row['id']}")
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace, url: str, console: Console) -> int:
+    from sessiondb.migrations import rollback_migrations
+
+    rolled_back = rollback_migrations(url, count=args.count)
+    if rolled_back:
+        console.print(f"rolled back {len(rolled_back)} migration(s): {', '.join(rolled_back)}")
+    else:
+        console.print("nothing to roll back")
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace, url: str, console: Console) -> int:
+    from sessiondb import bench
+    from sessiondb.migrations import apply_migrations
+
+    apply_migrations(url)
+    ops = args.ops or (1000 if args.quick else 5000)
+    concurrency = args.concurrency or (8 if args.quick else 16)
+    console.print(f"bench on {describe_server(url)}: {ops} ops x {concurrency} workers per config")
+    results = asyncio.run(
+        bench.run_bench(url, concurrency=concurrency, ops=ops, targets=list(bench.TARGETS), console=console)
+    )
+    bench.render_table(results, console)
+    if args.json:
+        bench.write_json(results, Path(args.json))
+        console.print(f"wrote {args.json}")
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sessiondb", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="postgresql://user:password@host:port/dbname (default: $DATABASE_URL, else an embedded server)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    migrate = commands.add_parser("migrate", parents=[common], help="apply pending migrations")
+    migrate.set_defaults(run=cmd_migrate)
+
+    status = commands.add_parser("status", parents=[common], help="list migrations, applied or pending")
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.set_defaults(run=cmd_status)
+
+    rollback = commands.add_parser("rollback", parents=[common], help="roll back the newest migrations")
+    rollback.add_argument("--count", type=_positive_int, default=1, help="how many (default 1)")
+    rollback.set_defaults(run=cmd_rollback)
+
+    bench = commands.add_parser("bench", parents=[common], help="benchmark pool reuse under load")
+    bench.add_argument("--quick", action="store_true", help="a short run (well under 20 s)")
+    bench.add_argument("--ops", type=_positive_int, help="operations per configuration")
+    bench.add_argument("--concurrency", type=_positive_int, help="concurrent workers")
+    bench.add_argument("--json", metavar="PATH", help="write one JSON object per run to PATH")
+    bench.set_defaults(run=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False, highlight=False)
+    command: Command = args.run
+    try:
+        with _server_url(args, console) as url:
+            return command(args, url, console)
+    except SessionDBError as error:
+        print(f"sessiondb: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("sessiondb: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
