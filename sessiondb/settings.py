@@ -11,6 +11,8 @@ from typing import Any
 from sessiondb.errors import ConfigurationError
 
 ENV_PREFIX = "SESSIONDB_POOL_"
+# Not a pool size knob but a deployment fact, so it has a shorter name of its own.
+PGBOUNCER_ENV = "SESSIONDB_PGBOUNCER"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -35,6 +37,9 @@ class PoolSettings:
     - ``connect_timeout=10.0``: seconds to establish a new connection.
     - ``application_name="sessiondb"``: shown in ``pg_stat_activity``.
     - ``use_lifo=True``: reuse the most recently returned connection, letting idle ones age out.
+    - ``pgbouncer=False``: set True when connecting through PgBouncer in transaction pooling mode
+      (also ``SESSIONDB_PGBOUNCER=1``); turns off server-side prepared statement caching, which
+      breaks there (``prepared statement "__asyncpg_stmt_N__" already exists``).
     """
 
     size: int = 10
@@ -47,6 +52,7 @@ class PoolSettings:
     connect_timeout: float = 10.0
     application_name: str = "sessiondb"
     use_lifo: bool = True
+    pgbouncer: bool = False
 
     def __post_init__(self) -> None:
         _require_int("size", self.size, minimum=1)
@@ -58,7 +64,7 @@ class PoolSettings:
             _require_positive_seconds("recycle", self.recycle)
         if self.command_timeout is not None:
             _require_positive_seconds("command_timeout", self.command_timeout)
-        for name in ("pre_ping", "use_lifo"):
+        for name in ("pre_ping", "use_lifo", "pgbouncer"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigurationError(f"PoolSettings.{name} must be a bool, got {getattr(self, name)!r}")
         name = self.application_name
@@ -80,16 +86,16 @@ class PoolSettings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for field in fields(cls):
-            raw = env.get(ENV_PREFIX + field.name.upper())
+            variable = PGBOUNCER_ENV if field.name == "pgbouncer" else ENV_PREFIX + field.name.upper()
+            raw = env.get(variable)
             if raw is not None:
-                values[field.name] = _parse_env_value(field.name, raw.strip(), field.default)
+                values[field.name] = _parse_env_value(variable, raw.strip(), field.default)
         values.update(overrides)
         return cls(**values)
 
 
-def _parse_env_value(name: str, raw: str, default: Any) -> Any:
-    variable = ENV_PREFIX + name.upper()
-    if raw.lower() == "none" and name in {"recycle", "command_timeout"}:
+def _parse_env_value(variable: str, raw: str, default: Any) -> Any:
+    if raw.lower() == "none" and variable.endswith(("_RECYCLE", "_COMMAND_TIMEOUT")):
         return None
     try:
         if isinstance(default, bool):
