@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
@@ -18,6 +19,9 @@ from sessiondb.errors import ConfigurationError, DatabaseUnavailable, PoolTimeou
 from sessiondb.settings import PoolSettings
 from sessiondb.stats import PoolCounters, pool_snapshot
 from sessiondb.urls import describe_server, parse_database_url
+
+if TYPE_CHECKING:
+    from sessiondb.fast import FastSessions
 
 DATABASE_URL_ENV = "DATABASE_URL"
 
@@ -87,6 +91,13 @@ class Database:
             raise
         finally:
             await _finish_even_if_cancelled(s.close())
+
+    @functools.cached_property
+    def fast(self) -> FastSessions:
+        """One committed statement per call on this pool, no ORM objects: see ``sessiondb.fast``."""
+        from sessiondb.fast import FastSessions
+
+        return FastSessions(self)
 
     async def get_db(self) -> AsyncIterator[AsyncSession]:
         """FastAPI dependency: ``Depends(db.get_db)``. Same semantics as ``db.session()``."""
