@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from sessiondb.errors import ConfigurationError, DatabaseUnavailable, PoolTimeout
+from sessiondb.ping import use_single_round_trip_ping
 from sessiondb.settings import PoolSettings
 from sessiondb.stats import PoolCounters, pool_snapshot
 from sessiondb.urls import describe_server, parse_database_url
@@ -51,6 +52,8 @@ class Database:
             pool_use_lifo=pool.use_lifo,
             connect_args=self._connect_args(pool),
         )
+        if pool.pre_ping:
+            use_single_round_trip_ping(self.engine)
         self._counters = PoolCounters()
         self._counters.listen(self.engine.sync_engine.pool)
         # expire_on_commit=False: reading an attribute after commit must not trigger lazy IO,
