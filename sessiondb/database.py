@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from sessiondb.errors import ConfigurationError, DatabaseUnavailable, PoolTimeout
-from sessiondb.ping import use_single_round_trip_ping
+from sessiondb.liveness import begin_on_checkout, install_liveness_checks
 from sessiondb.settings import PoolSettings
 from sessiondb.stats import PoolCounters, pool_snapshot
 from sessiondb.urls import describe_server, parse_database_url
@@ -52,8 +52,7 @@ class Database:
             pool_use_lifo=pool.use_lifo,
             connect_args=self._connect_args(pool),
         )
-        if pool.pre_ping:
-            use_single_round_trip_ping(self.engine)
+        install_liveness_checks(self.engine)
         self._counters = PoolCounters()
         self._counters.listen(self.engine.sync_engine.pool)
         # expire_on_commit=False: reading an attribute after commit must not trigger lazy IO,
@@ -113,7 +112,8 @@ class Database:
         counters.requests_waiting += 1
         started = time.perf_counter()
         try:
-            await s.connection()
+            with begin_on_checkout():  # the unit of work's BEGIN doubles as the pre-ping
+                await s.connection()
         except sa_exc.TimeoutError:
             raise PoolTimeout(self._pool_timeout_message()) from None
         except (TimeoutError, OSError, asyncpg.PostgresError, sa_exc.DBAPIError) as error:

@@ -25,6 +25,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.util import await_only, greenlet_spawn
 
 from sessiondb.errors import PoolTimeout
+from sessiondb.liveness import check_locally_on_checkout
 from sessiondb.values import normalize_uuid, parse_session_id
 
 if TYPE_CHECKING:
@@ -85,7 +86,8 @@ class FastSessions:
         counters.requests_waiting += 1
         started = time.perf_counter()
         try:
-            fairy = db.engine.sync_engine.raw_connection()
+            with check_locally_on_checkout():  # the statement follows at once: no ping round trip
+                fairy = db.engine.sync_engine.raw_connection()
         except sa_exc.TimeoutError:
             raise PoolTimeout(db._pool_timeout_message()) from None
         except (TimeoutError, OSError, asyncpg.PostgresError, sa_exc.DBAPIError) as error:
