@@ -20,7 +20,7 @@ from sqlalchemy import event, text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from examples.service.app import DbSession, create_app
-from sessiondb import Database, PoolSettings, count_sessions, create_session, get_session
+from sessiondb import ConfigurationError, Database, PoolSettings, count_sessions, create_session, get_session
 
 
 @dataclass
@@ -402,6 +402,13 @@ async def test_the_lifespan_builds_the_database_from_the_environment_and_dispose
         await asyncio.sleep(0.05)
     else:
         pytest.fail(f"the app's connection ({application_name}) outlived its shutdown")
+
+
+async def test_the_app_refuses_to_start_without_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(ConfigurationError, match="DATABASE_URL is not set"):
+        async with LifespanManager(create_app()):
+            pass
 
 
 def _every_sessiondb_module() -> Iterator[str]:
