@@ -181,7 +181,7 @@ def test_the_documented_command_runs_on_an_embedded_server_and_cleans_up_on_ctrl
         assert port_is_closed(port)
         assert processes_mentioning(f"examples.service --port {port} ") == []
         assert processes_mentioning(str(tmpdir)) == []  # no postgres left behind
-        # Its data directory is gone (pgserver's own .lockfile beside it stays, as it does in /tmp).
+        # Its data directory is gone (the start-lock directory beside it stays, as it does in /tmp).
         assert [p.name for p in tmpdir.iterdir() if p.name.startswith("sessiondb-pg-")] == []
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
