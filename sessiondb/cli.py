@@ -42,7 +42,7 @@ def _server_url(args: argparse.Namespace, console: Console) -> Iterator[str]:
 def cmd_migrate(args: argparse.Namespace, url: str, console: Console) -> int:
     from sessiondb.migrations import apply_migrations
 
-    applied = apply_migrations(url)
+    applied = apply_migrations(url, break_lock=args.break_lock)
     if applied:
         console.print(f"applied {len(applied)} migration(s) on {describe_server(url)}: {', '.join(applied)}")
     else:
@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     migrate = commands.add_parser("migrate", parents=[common], help="apply pending migrations")
+    migrate.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="delete yoyo's lock row left by a killed migrator, whatever its age, then migrate",
+    )
     migrate.set_defaults(run=cmd_migrate)
 
     status = commands.add_parser("status", parents=[common], help="list migrations, applied or pending")
