@@ -116,7 +116,7 @@ def cmd_purge(args: argparse.Namespace, url: str, console: Console) -> int:
 def cmd_verify(args: argparse.Namespace, url: str, console: Console) -> int:
     from sessiondb.migrations import verify_migrations
 
-    checks = verify_migrations(url, record_missing=args.record_missing)
+    checks = verify_migrations(url, migrations_dir=args.migrations_dir, record_missing=args.record_missing)
     for check in checks:
         print(check.describe())
     bad = [c for c in checks if not c.ok]
@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="record checksums for migrations applied by plain yoyo (never overwrites a recorded one)",
     )
+    verify.add_argument("--migrations-dir", type=Path, help="default: the package's sql/ folder")
     verify.set_defaults(run=cmd_verify)
 
     check = commands.add_parser("check", parents=[common], help="compare the live schema with the model")
