@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -100,6 +101,25 @@ async def test_purge_query_uses_the_created_at_index(db: Database, database_url:
             ).all()
         )
     assert "ix_sessions_created_at" in plan, plan
+
+
+async def test_purge_works_for_a_plain_role_with_the_documented_privileges(db: Database, database_url: str) -> None:
+    await _seed(database_url, 500, 10)
+    role = f"purger_{uuid.uuid4().hex[:8]}"  # roles are cluster-wide: unique name
+    admin = await asyncpg.connect(asyncpg_dsn(database_url))
+    await admin.execute(f"CREATE ROLE {role} NOSUPERUSER")
+    await admin.execute(f"GRANT SELECT, DELETE, UPDATE ON sessions TO {role}")  # as the README says
+    try:
+        async with db.session() as s:
+            await s.execute(text(f"SET ROLE {role}"))  # session-level: survives the per-batch commits
+            assert await purge_sessions(s, timedelta(days=30), batch_size=100) == 500
+            assert (await s.execute(text("SELECT current_user"))).scalar_one() == role
+    finally:
+        await db.dispose()  # that pooled connection is still SET ROLE
+        await admin.execute(f"DROP OWNED BY {role}")
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()
+    assert len(await _ids(db)) == 10
 
 
 async def test_dry_run_counts_and_deletes_nothing(db: Database, database_url: str) -> None:
