@@ -75,10 +75,9 @@ def cmd_rollback(args: argparse.Namespace, url: str, console: Console) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, url: str, console: Console) -> int:
-    from sessiondb.bench.command import BenchRequest, run_bench_command
+    from sessiondb.bench.command import BenchRequest, check_request, run_bench_command
     from sessiondb.migrations import apply_migrations
 
-    apply_migrations(url)
     request = BenchRequest(
         workload=args.workload,
         concurrency=args.concurrency,
@@ -89,6 +88,8 @@ def cmd_bench(args: argparse.Namespace, url: str, console: Console) -> int:
         json_path=Path(args.json) if args.json else None,
         plot_path=Path(args.plot) if args.plot else None,
     )
+    check_request(request)
+    apply_migrations(url)
     return run_bench_command(request, url, console)
 
 
@@ -226,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", parents=[common], help="benchmark the session workload on every client configuration"
     )
     bench.add_argument("--workload", choices=("churn", "crd"), default="churn", help="churn: create+delete; crd: +read")
-    bench.add_argument("--concurrency", type=_parsed_by(parse_concurrency), help="workers, e.g. 1,4,16,64 (default)")
+    bench.add_argument(
+        "--concurrency", type=_parsed_by(parse_concurrency), metavar="N,...", help="workers (default 1,4,16,64)"
+    )
     bench.add_argument("--configs", type=_parsed_by(parse_configs), metavar="NAME,...", help="default: all seven")
     bench.add_argument("--ops", type=_positive_int, help="operations per configuration and concurrency (default 5000)")
     bench.add_argument("--rounds", type=_positive_int, help="interleaved rounds the ops are split into (default 3)")

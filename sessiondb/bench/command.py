@@ -64,12 +64,16 @@ def _check_output_path(path: Path | None, flag: str) -> None:
         raise ConfigurationError(f"{flag} {path}: directory {path.parent} does not exist")
 
 
-def run_bench_command(request: BenchRequest, url: str, console: Console) -> int:
-    # Fail on a missing plotting library or output directory now, not after minutes of measuring.
+def check_request(request: BenchRequest) -> None:
+    """Fail on a missing plotting library or output directory now, not after minutes of measuring."""
     _check_output_path(request.json_path, "--json")
     _check_output_path(request.plot_path, "--plot")
     if request.plot_path is not None:
         import_pyplot()
+
+
+def run_bench_command(request: BenchRequest, url: str, console: Console) -> int:
+    check_request(request)
     if not console.is_terminal:
         console.width = max(console.width, NON_TTY_WIDTH)
 

@@ -94,6 +94,7 @@ class ServerMonitor:
         self.conn = conn
         self.peak_backends = 0
         self._sampler: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     @classmethod
     async def connect(cls, url: str) -> ServerMonitor:
@@ -117,19 +118,22 @@ class ServerMonitor:
 
     def start_sampling(self, every_s: float = 0.2) -> None:
         self.peak_backends = 0
+        stop = self._stop = asyncio.Event()
 
         async def sample() -> None:
-            while True:
+            # Stopped by the event, never cancelled: a cancelled query would leave the connection busy.
+            while not stop.is_set():
                 self.peak_backends = max(self.peak_backends, await self.backends())
-                await asyncio.sleep(every_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), every_s)
 
         self._sampler = asyncio.create_task(sample())
 
     async def stop_sampling(self) -> int:
+        """Stop the sampler and return the most client backends it saw."""
         if self._sampler is not None:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
+            self._stop.set()
+            await self._sampler
             self._sampler = None
         return self.peak_backends
 
@@ -178,7 +182,8 @@ async def _measure_python(
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         totals.elapsed_s += time.perf_counter() - started
-        totals.backends = max(totals.backends, await monitor.backends(), await monitor.stop_sampling())
+        peak = await monitor.stop_sampling()
+        totals.backends = max(totals.backends, peak, await monitor.backends())
         totals.commits += await monitor.next_xid() - xid_0
         opened_1, checkouts_1, wait_1 = config.counters()
         totals.ops += ops
