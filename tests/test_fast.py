@@ -1,0 +1,105 @@
+"""``db.fast``: one committed statement per call, on the same pool as ``db.session()``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC
+
+import asyncpg
+import pytest
+
+from sessiondb import Database, InvalidSessionId, PoolSettings
+from sessiondb.fast import SessionRecord
+from tests.helpers import fetchval
+
+
+async def test_create_returns_a_committed_row_with_plain_uuid_and_utc(db: Database, database_url: str) -> None:
+    created = await db.fast.create_session()
+    assert isinstance(created, SessionRecord)
+    assert type(created.id) is uuid.UUID
+    assert created.created_at.tzinfo is UTC
+    # Committed before returning: a separate connection sees it at once.
+    assert await fetchval(database_url, "SELECT count(*) FROM sessions WHERE id = $1", created.id) == 1
+    assert created.to_dict() == {"id": str(created.id), "created_at": created.created_at.isoformat()}
+    assert created.to_dict()["created_at"].endswith("+00:00")
+
+
+async def test_get_finds_by_uuid_or_any_case_string_and_none_when_absent(db: Database) -> None:
+    created = await db.fast.create_session()
+    assert await db.fast.get_session(created.id) == created
+    assert await db.fast.get_session(str(created.id).upper()) == created
+    assert await db.fast.get_session(uuid.uuid4()) is None
+
+
+async def test_delete_is_committed_and_idempotent(db: Database, database_url: str) -> None:
+    created = await db.fast.create_session()
+    assert await db.fast.delete_session(str(created.id)) is True
+    assert await fetchval(database_url, "SELECT count(*) FROM sessions WHERE id = $1", created.id) == 0
+    assert await db.fast.delete_session(created.id) is False
+    assert await db.fast.get_session(created.id) is None
+
+
+async def test_rows_are_shared_with_the_orm_path(db: Database) -> None:
+    from sessiondb import get_session
+
+    created = await db.fast.create_session()
+    async with db.session() as s:
+        loaded = await get_session(s, created.id)
+    assert loaded is not None and (loaded.id, loaded.created_at) == (created.id, created.created_at)
+
+
+@pytest.mark.parametrize("bad", ["nope", "", "{12345678-1234-1234-1234-123456789abc}", 42, None, b"x" * 16])
+async def test_invalid_id_raises_before_any_checkout(db: Database, bad: object) -> None:
+    before = db.pool_stats()["checkouts"]
+    with pytest.raises(InvalidSessionId):
+        await db.fast.get_session(bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidSessionId):
+        await db.fast.delete_session(bad)  # type: ignore[arg-type]
+    assert db.pool_stats()["checkouts"] == before
+
+
+async def test_uses_the_databases_pool_and_returns_the_connection(db: Database) -> None:
+    before = db.pool_stats()
+    created = await db.fast.create_session()
+    await db.fast.get_session(created.id)
+    await db.fast.delete_session(created.id)
+    after = db.pool_stats()
+    assert after["checkouts"] - before["checkouts"] == 3
+    assert after["checked_out"] == 0
+
+
+async def test_connection_returns_to_the_pool_when_the_statement_fails(empty_database_url: str) -> None:
+    db = Database(empty_database_url, PoolSettings(size=1, max_overflow=0, timeout=2.0))
+    try:
+        with pytest.raises(asyncpg.UndefinedTableError):  # no migrations applied: no sessions table
+            await db.fast.create_session()
+        assert db.pool_stats()["checked_out"] == 0
+        # The one pooled connection is usable again (a leak would time out here).
+        async with db.session() as s:
+            assert s.in_transaction()
+        assert db.pool_stats()["connections_lost"] == 0
+    finally:
+        await db.dispose()
+
+
+async def _named_prepared_statements(db: Database) -> int:
+    pooled = await db.engine.raw_connection()
+    try:
+        # Unnamed statements are not listed here; the ones asyncpg caches by name are.
+        return int(await pooled.driver_connection.fetchval("SELECT count(*) FROM pg_prepared_statements"))
+    finally:
+        pooled.close()
+
+
+@pytest.mark.parametrize("pgbouncer", [False, True])
+async def test_pgbouncer_mode_leaves_no_named_prepared_statements(database_url: str, pgbouncer: bool) -> None:
+    settings = PoolSettings(size=1, max_overflow=0, pgbouncer=pgbouncer, statement_cache_size=0 if pgbouncer else 100)
+    db = Database(database_url, settings)
+    try:
+        created = await db.fast.create_session()
+        assert await db.fast.get_session(created.id) == created
+        assert await db.fast.delete_session(created.id) is True
+        named = await _named_prepared_statements(db)
+        assert (named == 0) if pgbouncer else (named >= 3)
+    finally:
+        await db.dispose()
