@@ -48,9 +48,11 @@ def render_table(results: Sequence[BenchResult], environment: dict[str, Any], co
             _number(r.server_commits, "d"),
         )
     console.print(table)
-    pools = {r.name: r.pool for r in results}
-    for name, pool in pools.items():
-        console.print(f"[dim]{name}: {pool}[/dim]")
+    # Pools are sized per concurrency; show the largest run's (every run's is in the JSON "pool").
+    widest = max((r.concurrency for r in results), default=0)
+    for r in results:
+        if r.concurrency == widest:
+            console.print(f"[dim]{r.name} at c={widest}: {r.pool}[/dim]")
 
 
 def write_json(results: Sequence[BenchResult], path: Path) -> None:
