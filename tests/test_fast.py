@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from datetime import UTC
 
@@ -101,5 +103,23 @@ async def test_pgbouncer_mode_leaves_no_named_prepared_statements(database_url: 
         assert await db.fast.delete_session(created.id) is True
         named = await _named_prepared_statements(db)
         assert (named == 0) if pgbouncer else (named >= 3)
+    finally:
+        await db.dispose()
+
+
+async def test_cancellation_at_any_point_never_leaks_a_connection(database_url: str) -> None:
+    db = Database(database_url, PoolSettings(size=2, max_overflow=0, timeout=5.0))
+    try:
+        for yields in range(12):  # cancel after 0..11 loop iterations: before, during and after the statement
+            task = asyncio.create_task(db.fast.create_session())
+            for _ in range(yields):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert db.pool_stats()["checked_out"] == 0, yields
+        # Both pooled connections (or their replacements) still work.
+        created = await asyncio.gather(db.fast.create_session(), db.fast.create_session())
+        assert len({c.id for c in created}) == 2
     finally:
         await db.dispose()

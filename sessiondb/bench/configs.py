@@ -35,7 +35,6 @@ class BenchConfig:
     """One configuration: ``start`` builds its pool, ``create``/``read``/``delete`` are the steps."""
 
     name: ClassVar[str]
-    describes: ClassVar[str]
 
     async def start(self, url: str, concurrency: int, pool: PoolSettings) -> None:
         raise NotImplementedError
@@ -62,7 +61,6 @@ class BenchConfig:
 
 class RawAsyncpgAutocommit(BenchConfig):
     name = "raw-asyncpg-autocommit"
-    describes = "asyncpg.create_pool defaults, prepared statements, no explicit transaction"
 
     async def start(self, url: str, concurrency: int, pool: PoolSettings) -> None:
         self.opened = 0
@@ -123,7 +121,6 @@ class RawAsyncpgAutocommit(BenchConfig):
 
 class RawAsyncpgTransaction(RawAsyncpgAutocommit):
     name = "raw-asyncpg-transaction"
-    describes = "the same, each statement inside conn.transaction() (the AsyncSession's semantics)"
 
     async def create(self) -> Any:
         conn = await self._acquire()
@@ -156,7 +153,6 @@ class RawAsyncpgTransaction(RawAsyncpgAutocommit):
 
 class SqlalchemyOrmDefault(BenchConfig):
     name = "sqlalchemy-orm-default"
-    describes = "create_async_engine defaults, AsyncSession, add + commit, delete + commit"
 
     async def start(self, url: str, concurrency: int, pool: PoolSettings) -> None:
         self.engine: AsyncEngine = create_async_engine(parse_database_url(url))
@@ -196,7 +192,6 @@ class SqlalchemyOrmDefault(BenchConfig):
 
 class SessiondbSession(BenchConfig):
     name = "sessiondb-session"
-    describes = "db.session() + create_session / get_session / delete_session"
 
     def _database(self, url: str, concurrency: int, pool: PoolSettings) -> Database:
         return Database(url, dataclasses.replace(pool, size=concurrency, max_overflow=0))
@@ -236,7 +231,6 @@ class SessiondbSession(BenchConfig):
 
 class SessiondbFast(SessiondbSession):
     name = "sessiondb-fast"
-    describes = "db.fast.create_session / get_session / delete_session: one statement per checkout"
 
     async def create(self) -> Any:
         return (await self.db.fast.create_session()).id
@@ -263,7 +257,6 @@ class _NullPoolDatabase(Database):
 
 class SessiondbNullpool(SessiondbSession):
     name = "sessiondb-nullpool"
-    describes = "sessiondb-session with NullPool: a new connection per unit of work"
 
     def _database(self, url: str, concurrency: int, pool: PoolSettings) -> Database:
         return _NullPoolDatabase(url, pool)
