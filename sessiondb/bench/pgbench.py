@@ -66,7 +66,15 @@ def _connection(url: str) -> tuple[str, dict[str, str]]:
     return uri, env
 
 
-def run_pgbench(binary: Path, url: str, *, workload: str, concurrency: int, ops: int) -> PgbenchRun:
+def protocol(pgbouncer: bool) -> str:
+    """``prepared``, except through PgBouncer: its transaction mode before 1.21 cannot keep named
+    statements, while libpq's unnamed extended-protocol messages travel in one batch and can."""
+    return "extended" if pgbouncer else "prepared"
+
+
+def run_pgbench(
+    binary: Path, url: str, *, workload: str, concurrency: int, ops: int, pgbouncer: bool = False
+) -> PgbenchRun:
     """Run ``ops`` (rounded up to a multiple of ``concurrency``) operations with ``-M prepared``."""
     per_client = max(1, math.ceil(ops / concurrency))
     uri, env = _connection(url)
@@ -76,7 +84,7 @@ def run_pgbench(binary: Path, url: str, *, workload: str, concurrency: int, ops:
         command = [
             str(binary),
             "--no-vacuum",
-            "--protocol=prepared",
+            f"--protocol={protocol(pgbouncer)}",
             f"--client={concurrency}",
             f"--jobs={min(concurrency, os.cpu_count() or 1)}",
             f"--transactions={per_client}",
@@ -87,8 +95,11 @@ def run_pgbench(binary: Path, url: str, *, workload: str, concurrency: int, ops:
         ]
         result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir, check=False)
         if result.returncode != 0:
-            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            raise PgbenchError(f"pgbench failed: {detail[-1] if detail else f'exit {result.returncode}'}")
+            lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            # The first error names the cause; the last only says the run was aborted.
+            errors = [line for line in lines if "error" in line.lower() or "aborted in command" in line]
+            detail = errors[0] if errors else (lines[-1] if lines else f"exit {result.returncode}")
+            raise PgbenchError(f"pgbench failed: {detail}")
         latencies = _read_latency_logs(Path(workdir))
         elapsed = _elapsed_from_log(Path(workdir))
     if not latencies or elapsed <= 0:

@@ -23,6 +23,7 @@ import asyncpg
 from sessiondb.bench.configs import PGBENCH, PYTHON_CONFIGS, BenchConfig
 from sessiondb.bench.histogram import LatencyHistogram
 from sessiondb.bench.pgbench import find_pgbench, run_pgbench
+from sessiondb.bench.pgbench import protocol as pgbench_protocol
 from sessiondb.settings import PoolSettings
 from sessiondb.urls import asyncpg_dsn
 
@@ -211,7 +212,13 @@ async def _measure_pgbench(
     monitor.start_sampling()
     try:
         run = await asyncio.to_thread(
-            run_pgbench, binary, options.url, workload=options.workload, concurrency=concurrency, ops=ops
+            run_pgbench,
+            binary,
+            options.url,
+            workload=options.workload,
+            concurrency=concurrency,
+            ops=ops,
+            pgbouncer=options.pool.pgbouncer,
         )
     finally:
         totals.backends = max(totals.backends, await monitor.stop_sampling())
@@ -220,7 +227,10 @@ async def _measure_pgbench(
     totals.ops += run.ops
     totals.elapsed_s += run.elapsed_s
     totals.add_counters(None, None, None)
-    totals.pool = f"pgbench --protocol=prepared, {concurrency} connections opened before its clock starts"
+    totals.pool = (
+        f"pgbench --protocol={pgbench_protocol(options.pool.pgbouncer)}, "
+        f"{concurrency} connections opened before its clock starts"
+    )
     advance(PGBENCH, concurrency, run.ops)
 
 
