@@ -50,7 +50,9 @@ class SessionRecord:
 
 def _record(row: asyncpg.Record) -> SessionRecord:
     created_at: datetime = row[1]
-    return SessionRecord(normalize_uuid(row[0]), created_at.astimezone(UTC))
+    # asyncpg returns aware datetimes for timestamptz; a naive one could only be UTC on the wire.
+    utc = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
+    return SessionRecord(normalize_uuid(row[0]), utc)
 
 
 class FastSessions:

@@ -11,7 +11,7 @@ execute), so the statements commit or roll back with the ``db.session()`` block.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -19,9 +19,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from sessiondb.model import Session
-from sessiondb.values import parse_session_id
+from sessiondb.values import normalize_uuid, parse_session_id
 
 _INSERT = "INSERT INTO sessions DEFAULT VALUES RETURNING id, created_at"
 _SELECT = "SELECT id, created_at FROM sessions WHERE id = $1"
@@ -68,9 +69,13 @@ def _as_sqlalchemy_error(adapter: Any, sql: str, args: tuple[Any, ...], error: E
 def _attach(s: AsyncSession, session_id: uuid.UUID, created_at: datetime) -> Session:
     """A persistent ``Session`` for a row this transaction has seen, added to the identity map."""
     row = Session()
-    row.id = session_id  # validated by Session.__setattr__: plain uuid.UUID, aware UTC datetime
-    row.created_at = created_at
-    make_transient_to_detached(row)  # gives it its identity key, with no pending changes
+    # Loaded values, as the ORM's own loading sets them: no change history, no per-attribute events
+    # (Session.__setattr__'s validation is for callers' values; these come from the database).
+    set_committed_value(row, "id", normalize_uuid(session_id))
+    # asyncpg returns aware datetimes for timestamptz; a naive one could only be UTC on the wire.
+    utc = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
+    set_committed_value(row, "created_at", utc)
+    make_transient_to_detached(row)  # gives it its identity key
     s.add(row)  # now persistent: no SQL is sent for it at flush
     return row
 
