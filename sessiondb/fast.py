@@ -8,6 +8,10 @@ returns: outside PgBouncer it runs in autocommit (one round trip); with
 prepare and execute reach the same server connection (no named prepared statements are used
 there, because ``statement_cache_size`` is 0).
 
+Errors: ``InvalidSessionId`` before any SQL; ``PoolTimeout`` / ``DatabaseUnavailable`` as for
+``db.session()``; a statement the server refuses raises asyncpg's own exception (e.g.
+``asyncpg.UndefinedTableError`` before migrations), and the connection goes back to the pool.
+
 Use ``db.session()`` and the ORM functions instead when several statements must be atomic.
 """
 
@@ -15,7 +19,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -98,13 +101,13 @@ class FastSessions:
             counters.requests_waiting -= 1
             counters.wait_ms_total += (time.perf_counter() - started) * 1000.0
         driver: asyncpg.Connection = fairy.driver_connection  # type: ignore[assignment]
-        run: Callable[[], Any] = (
-            (lambda: self._in_explicit_transaction(driver, sql, args))
-            if self._in_transaction
-            else (lambda: driver.fetchrow(sql, *args))
-        )
         try:
-            row: asyncpg.Record | None = await_only(run())
+            statement = (
+                self._in_explicit_transaction(driver, sql, args)
+                if self._in_transaction
+                else driver.fetchrow(sql, *args)
+            )
+            row: asyncpg.Record | None = await_only(statement)
         except asyncpg.PostgresError:
             # The server refused the statement; the connection itself is fine (no transaction left open).
             fairy.close()
