@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from sessiondb.bench import CONFIG_NAMES, PGBENCH, BenchOptions, find_pgbench, plan
 from sessiondb.bench.histogram import LatencyHistogram
+from sessiondb.urls import asyncpg_dsn
 
 SESSIONDB = str(Path(sys.executable).with_name("sessiondb"))
 POOLED = ("raw-asyncpg-autocommit", "raw-asyncpg-transaction", "sessiondb-session", "sessiondb-fast")
@@ -175,3 +177,20 @@ def test_histogram_memory_does_not_grow_with_samples() -> None:
     few.record_all(0.001 + (i % 100) / 10_000 for i in range(1_000))
     many.record_all(0.001 + (i % 100) / 10_000 for i in range(100_000))
     assert len(many._counts) == len(few._counts)
+
+
+async def test_a_failing_configuration_is_one_line_naming_it(database_url: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await conn.execute(
+            "CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'deletes are disabled here'; END $$; "
+            "CREATE TRIGGER refuse_delete BEFORE DELETE ON sessions FOR EACH ROW EXECUTE FUNCTION refuse_delete()"
+        )
+    finally:
+        await conn.close()
+    result = bench("--database-url", database_url, "--concurrency", "1", "--ops", "3", "--configs", "sessiondb-fast")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "sessiondb: error: sessiondb-fast at concurrency 1: RaiseError: deletes are disabled here"
+    ]

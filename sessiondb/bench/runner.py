@@ -24,10 +24,17 @@ from sessiondb.bench.configs import PGBENCH, PYTHON_CONFIGS, BenchConfig
 from sessiondb.bench.histogram import LatencyHistogram
 from sessiondb.bench.pgbench import find_pgbench, run_pgbench
 from sessiondb.bench.pgbench import protocol as pgbench_protocol
+from sessiondb.errors import SessionDBError
 from sessiondb.settings import PoolSettings
 from sessiondb.urls import asyncpg_dsn
 
 WORKLOADS = ("churn", "crd")
+
+
+class BenchFailed(SessionDBError):
+    """A configuration failed while being measured."""
+
+
 Advance = Callable[[str, int, int], None]  # (config name, concurrency, completed ops)
 
 
@@ -258,13 +265,20 @@ async def run_bench(options: BenchOptions, advance: Advance) -> tuple[list[Bench
         totals: dict[tuple[str, int], _Totals] = {}
         for name, concurrency, ops in plan(options):
             bucket = totals.setdefault((name, concurrency), _Totals())
-            if name == PGBENCH:
-                await _measure_pgbench(options, monitor, bucket, concurrency=concurrency, ops=ops, advance=advance)
-            else:
-                config = PYTHON_CONFIGS[name]()
-                await _measure_python(
-                    config, options, monitor, bucket, concurrency=concurrency, ops=ops, advance=advance
-                )
+            try:
+                if name == PGBENCH:
+                    await _measure_pgbench(options, monitor, bucket, concurrency=concurrency, ops=ops, advance=advance)
+                else:
+                    config = PYTHON_CONFIGS[name]()
+                    await _measure_python(
+                        config, options, monitor, bucket, concurrency=concurrency, ops=ops, advance=advance
+                    )
+            except SessionDBError:
+                raise
+            except Exception as error:
+                # One line naming the turn that failed (server gone, a wrong result), not a traceback.
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise BenchFailed(f"{name} at concurrency {concurrency}: {type(error).__name__}: {reason}") from error
     finally:
         await monitor.close()
     results = [_result(name, c, t, options, version) for (name, c), t in totals.items()]
