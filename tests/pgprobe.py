@@ -51,3 +51,17 @@ async def eventually(condition: Callable[[], Awaitable[bool]], what: str, attemp
 
 async def no_backend_in_transaction(url: str) -> bool:
     return not any(state.startswith("idle in transaction") for _, state, _ in await backend_states(url))
+
+
+async def backend_gone(url: str, pid: int) -> bool:
+    return pid not in [p for p, _, _ in await backend_states(url)]
+
+
+async def terminate_backend(url: str, pid: int) -> None:
+    """``pg_terminate_backend(pid)`` and wait until the server has let it go."""
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await conn.close()
+    await eventually(lambda: backend_gone(url, pid), f"backend {pid} exits")
