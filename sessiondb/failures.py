@@ -27,9 +27,15 @@ def _driver_error(error: sa_exc.DBAPIError) -> BaseException:
     return driver if isinstance(driver, BaseException) else error
 
 
-def translate_failure(error: BaseException, server: str, *, during_commit: bool) -> SessionDBError | None:
+def translate_failure(error: BaseException, server: str, *, during_commit: bool) -> BaseException | None:
     """The typed error to raise instead of ``error``, or ``None`` to let ``error`` through."""
     if isinstance(error, SessionDBError):
+        return None
+    if isinstance(error, sa_exc.StatementError) and not isinstance(error, sa_exc.DBAPIError):
+        # Our column types validate bound values (ids, aware datetimes) before the statement is
+        # sent; SQLAlchemy wraps what they raise. Hand the caller the validation error itself.
+        if isinstance(error.orig, SessionDBError | TypeError | ValueError):
+            return error.orig
         return None
     if isinstance(error, sa_exc.DBAPIError):
         driver = _driver_error(error)
