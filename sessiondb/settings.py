@@ -38,8 +38,9 @@ class PoolSettings:
     - ``application_name="sessiondb"``: shown in ``pg_stat_activity``.
     - ``use_lifo=True``: reuse the most recently returned connection, letting idle ones age out.
     - ``pgbouncer=False``: set True when connecting through PgBouncer in transaction pooling mode
-      (also ``SESSIONDB_PGBOUNCER=1``); turns off server-side prepared statement caching, which
-      breaks there (``prepared statement "__asyncpg_stmt_N__" already exists``).
+      (also ``SESSIONDB_PGBOUNCER=1``); turns off asyncpg's and SQLAlchemy's prepared statement
+      caches (overriding ``statement_cache_size``), which break there (``prepared statement
+      "__asyncpg_stmt_N__" does not exist`` / ``already exists``).
     """
 
     size: int = 10
