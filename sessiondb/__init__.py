@@ -17,6 +17,7 @@ from sessiondb.errors import (
 )
 from sessiondb.migrations import apply_migrations, migration_status, rollback_migrations
 from sessiondb.model import Session, metadata, sessions
+from sessiondb.purge import purge_sessions
 from sessiondb.queries import count_sessions, create_session, delete_session, get_session
 from sessiondb.settings import PoolSettings
 
@@ -43,6 +44,7 @@ __all__ = [
     "get_session",
     "metadata",
     "migration_status",
+    "purge_sessions",
     "rollback_migrations",
     "sessions",
 ]

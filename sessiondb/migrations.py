@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
+from yoyo import exceptions as yoyo_exceptions
 from yoyo import read_migrations
 from yoyo.connections import get_backend_class, parse_uri
 
+from sessiondb import checksums
+from sessiondb.checksums import MigrationCheck
 from sessiondb.errors import DatabaseUnavailable, MigrationError
 from sessiondb.urls import describe_server, migration_url
 
@@ -20,6 +24,15 @@ MIGRATION_TABLE = "_yoyo_migration"  # yoyo's default; yoyo.ini names it too
 # pg_advisory_lock key: the lock dies with the connection, so a killed migrator never blocks others.
 ADVISORY_LOCK_KEY = 0x5E5510DB
 LOCK_WAIT_SECONDS = 60.0
+# Grace period for yoyo's own lock row (table ``yoyo_lock``). While we hold the advisory lock no other
+# sessiondb process is migrating, so a row is either a live plain ``yoyo apply`` (which does not take our
+# advisory lock) or the leftover of a killed process. Younger than this: assume the former and wait;
+# older: assume the latter, delete it and log a warning. No migration of ours runs anywhere near 10 min
+# except 0003 on a huge table; a DBA running that by hand should not run ``sessiondb migrate`` meanwhile.
+STALE_LOCK_SECONDS = 600.0
+BREAK_LOCK_HINT = "sessiondb migrate --break-lock"
+
+log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -40,9 +53,29 @@ def _read(migrations_dir: Path | None) -> Any:
     return read_migrations(str(directory))
 
 
+def _seconds(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds, got {value!r}")
+    return float(value)
+
+
 @contextmanager
-def _locked_backend(url: str | URL) -> Iterator[Any]:
-    """A yoyo backend holding our advisory lock and yoyo's own lock row."""
+def _locked_backend(
+    url: str | URL,
+    *,
+    lock_wait: float = LOCK_WAIT_SECONDS,
+    stale_lock_after: float = STALE_LOCK_SECONDS,
+    break_lock: bool = False,
+) -> Iterator[Any]:
+    """A yoyo backend holding our advisory lock and yoyo's own lock row.
+
+    The advisory lock serialises sessiondb processes and dies with the connection, so a killed migrator
+    never blocks the next one. yoyo's lock row (which a plain ``yoyo apply`` also takes) outlives a killed
+    process: with the advisory lock held, a row older than ``stale_lock_after`` seconds (or any row, with
+    ``break_lock``) is deleted with a warning; a younger one is waited for until ``lock_wait`` runs out.
+    """
+    lock_wait = _seconds(lock_wait, "lock_wait")
+    stale_lock_after = _seconds(stale_lock_after, "stale_lock_after")
     server = describe_server(url)
     parsed = parse_uri(migration_url(url))
     try:
@@ -51,25 +84,68 @@ def _locked_backend(url: str | URL) -> Iterator[Any]:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {server}: {reason}") from None
     try:
-        _take_advisory_lock(backend, server)
+        deadline = time.monotonic() + lock_wait
+        _take_advisory_lock(backend, server, deadline, lock_wait)
         backend.init_database()
-        with backend.lock():
-            yield backend
+        checksums.ensure_table(backend)
+        _clear_yoyo_lock(backend, server, deadline, stale_lock_after, break_lock)
+        try:
+            with backend.lock(timeout=max(1.0, deadline - time.monotonic())):
+                yield backend
+        except yoyo_exceptions.LockTimeout as error:
+            raise MigrationError(f"migrations on {server} are locked: {error}") from None
     finally:
         backend.connection.close()
 
 
-def _take_advisory_lock(backend: Any, server: str) -> None:
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+def _take_advisory_lock(backend: Any, server: str, deadline: float, lock_wait: float) -> None:
     cursor = backend.connection.cursor()
     while True:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
-        if cursor.fetchone()[0]:
+        got_it = cursor.fetchone()[0]
+        # End the implicit transaction (the session-level lock survives it): an idle-in-transaction
+        # connection would make the CREATE INDEX CONCURRENTLY of another migrator wait for it.
+        backend.connection.commit()
+        if got_it:
             return
         if time.monotonic() > deadline:
             raise MigrationError(
-                f"another process has been migrating {server} for over {LOCK_WAIT_SECONDS:g}s; "
+                f"another sessiondb process has been migrating {server} for over {lock_wait:g}s; "
                 "try again when it finishes"
+            )
+        time.sleep(0.2)
+
+
+def _clear_yoyo_lock(backend: Any, server: str, deadline: float, stale_after: float, break_lock: bool) -> None:
+    """With the advisory lock held, delete a stale (or, with ``break_lock``, any) yoyo lock row."""
+    table = backend.lock_table_quoted
+    while True:
+        with backend.transaction():
+            row = backend.execute(
+                f"SELECT pid, ctime, EXTRACT(EPOCH FROM (now() AT TIME ZONE 'UTC') - ctime) FROM {table}"
+            ).fetchone()
+        if row is None:
+            return
+        pid, since, age = row[0], row[1], float(row[2] or 0.0)
+        since_text = since.replace(tzinfo=UTC).isoformat(timespec="seconds") if isinstance(since, datetime) else "?"
+        if break_lock or age > stale_after:
+            with backend.transaction():
+                backend.execute(f"DELETE FROM {table} WHERE pid = :pid", {"pid": pid})
+            reason = "as asked (--break-lock)" if break_lock else f"older than the {stale_after:g}s grace period"
+            log.warning(
+                "broke the yoyo migration lock on %s held by process %s since %s (%.0fs ago): %s",
+                server,
+                pid,
+                since_text,
+                age,
+                reason,
+            )
+            continue
+        if time.monotonic() > deadline:
+            raise MigrationError(
+                f"migrations on {server} are locked by process {pid} since {since_text} ({age:.0f}s ago; "
+                f"treated as stale after {stale_after:g}s); if no migration is running there, "
+                f"run `{BREAK_LOCK_HINT}`"
             )
         time.sleep(0.2)
 
@@ -84,20 +160,47 @@ def _run(action: str, server: str, fn: Callable[[], _T]) -> _T:
         raise MigrationError(f"{action} failed on {server}: {reason}") from error
 
 
-def apply_migrations(url: str | URL, *, migrations_dir: Path | None = None) -> list[str]:
+def apply_migrations(
+    url: str | URL,
+    *,
+    migrations_dir: Path | None = None,
+    break_lock: bool = False,
+    lock_wait: float = LOCK_WAIT_SECONDS,
+    stale_lock_after: float = STALE_LOCK_SECONDS,
+) -> list[str]:
     """Apply every pending migration; return their ids in order (``[]`` when up to date).
 
-    Safe to call from several processes at once: each migration is applied exactly once.
+    Safe to call from several processes at once: each migration is applied exactly once. Each file's
+    sha256 is recorded in the transaction that marks it applied (see ``verify_migrations``).
+    ``lock_wait``: seconds to wait for another migrator before ``MigrationError``. ``stale_lock_after``:
+    the grace period after which a leftover yoyo lock row is broken with a warning; ``break_lock=True``
+    breaks it whatever its age (``sessiondb migrate --break-lock``).
     """
     migrations = _read(migrations_dir)
+    lock = _lock_options(lock_wait, stale_lock_after, break_lock)
 
     def apply() -> list[str]:
-        with _locked_backend(url) as backend:
+        with _locked_backend(url, **lock) as backend:
             pending = backend.to_apply(migrations)
-            backend.apply_migrations(pending)
+            for migration in pending:
+                backend.apply_one(migration, mark=False)
+                # Mark applied and record the checksum atomically: verify never sees one without the other.
+                with backend.transaction():
+                    backend.mark_one(migration, log=False)
+                    checksums.record(backend, migration, how="sessiondb migrate")
+            backend.run_post_apply(pending)
             return [m.id for m in pending]
 
     return _run("migration", describe_server(url), apply)
+
+
+def _lock_options(lock_wait: float, stale_lock_after: float, break_lock: bool) -> dict[str, Any]:
+    # Validated here, before _run would turn a ValueError into a MigrationError.
+    return {
+        "lock_wait": _seconds(lock_wait, "lock_wait"),
+        "stale_lock_after": _seconds(stale_lock_after, "stale_lock_after"),
+        "break_lock": bool(break_lock),
+    }
 
 
 def rollback_migrations(url: str | URL, count: int = 1, *, migrations_dir: Path | None = None) -> list[str]:
@@ -109,11 +212,24 @@ def rollback_migrations(url: str | URL, count: int = 1, *, migrations_dir: Path 
     def rollback() -> list[str]:
         with _locked_backend(url) as backend:
             applied = backend.to_rollback(migrations)
-            chosen = migrations.__class__(list(applied)[:count], migrations.post_apply)
-            backend.rollback_migrations(chosen)
+            chosen = list(applied)[:count]
+            for migration in chosen:
+                backend.rollback_one(migration)
+                with backend.transaction():
+                    checksums.forget(backend, migration.id)
             return [m.id for m in chosen]
 
     return _run("rollback", describe_server(url), rollback)
+
+
+def _applied(backend: Any) -> list[tuple[str, str, datetime]]:
+    """``(migration_hash, migration_id, applied_at UTC)`` in the order applied."""
+    backend.ensure_internal_schema_updated()
+    rows = backend.execute(
+        f"SELECT migration_hash, migration_id, applied_at_utc FROM {backend.quote_identifier(MIGRATION_TABLE)} "
+        "ORDER BY applied_at_utc, migration_id"
+    ).fetchall()
+    return [(str(h), str(mid), at.replace(tzinfo=UTC)) for h, mid, at in rows]
 
 
 def migration_status(url: str | URL, *, migrations_dir: Path | None = None) -> list[dict[str, Any]]:
@@ -122,13 +238,35 @@ def migration_status(url: str | URL, *, migrations_dir: Path | None = None) -> l
 
     def status() -> list[dict[str, Any]]:
         with _locked_backend(url) as backend:
-            backend.ensure_internal_schema_updated()
-            rows = backend.execute(
-                f"SELECT migration_hash, applied_at_utc FROM {backend.quote_identifier(MIGRATION_TABLE)}"
-            ).fetchall()
-            applied_at = {h: at.replace(tzinfo=UTC) for h, at in rows}
+            applied_at = {h: at for h, _, at in _applied(backend)}
             return [
                 {"id": m.id, "applied": m.hash in applied_at, "applied_at": applied_at.get(m.hash)} for m in migrations
             ]
 
     return _run("status", describe_server(url), status)
+
+
+def verify_migrations(
+    url: str | URL, *, migrations_dir: Path | None = None, record_missing: bool = False
+) -> list[MigrationCheck]:
+    """Compare each applied migration's recorded sha256 with its file now (like Flyway ``validate``).
+
+    A migration applied by plain ``yoyo apply`` has no checksum (state ``unrecorded``);
+    ``record_missing=True`` records the current file's checksum for those (never overwrites one).
+    """
+    migrations = _read(migrations_dir)
+    files = {m.id: Path(m.path) for m in migrations}
+
+    def verify() -> list[MigrationCheck]:
+        with _locked_backend(url) as backend:
+            applied_ids = [mid for _, mid, _ in _applied(backend)]
+            checks = checksums.compare(applied_ids, files, checksums.recorded(backend))
+            if record_missing:
+                by_id = {m.id: m for m in migrations}
+                with backend.transaction():
+                    for check in checks:
+                        if check.state == "unrecorded":
+                            checksums.record(backend, by_id[check.id], how="sessiondb verify --record-missing")
+            return checks
+
+    return _run("verify", describe_server(url), verify)

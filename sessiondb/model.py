@@ -28,7 +28,7 @@ class Session(Base):
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy's declarative hook
 
     id: Mapped[uuid.UUID] = mapped_column(PlainUUID, primary_key=True, server_default=text("gen_random_uuid()"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, server_default=func.now(), index=True)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _IMMUTABLE_COLUMNS:

@@ -1,0 +1,1 @@
+"""Examples of sessiondb in use. Not part of the installed package."""

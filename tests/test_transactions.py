@@ -1,0 +1,111 @@
+"""``db.session()`` and ``get_db``: commit on success, rollback on error, connection always returned."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+import sessiondb.database
+from sessiondb import Database, count_sessions, create_session, get_session
+from tests.helpers import fetchval
+
+
+class Boom(Exception):
+    pass
+
+
+async def test_successful_block_commits(db: Database, database_url: str) -> None:
+    async with db.session() as s:
+        created = await create_session(s)
+    assert await fetchval(database_url, "SELECT count(*) FROM sessions WHERE id = $1", created.id) == 1
+    assert db.pool_stats()["checked_out"] == 0
+
+
+async def test_raising_block_rolls_back_and_reraises(db: Database, database_url: str) -> None:
+    baseline = db.pool_stats()["checked_out"]
+    with pytest.raises(Boom):
+        async with db.session() as s:
+            await create_session(s)
+            await s.flush()
+            raise Boom
+    assert await fetchval(database_url, "SELECT count(*) FROM sessions") == 0
+    assert db.pool_stats()["checked_out"] == baseline
+
+
+async def test_database_error_rolls_back_everything_in_the_block(db: Database, database_url: str) -> None:
+    async with db.session() as s:
+        existing = await create_session(s)
+    with pytest.raises(Exception, match="duplicate key"):
+        async with db.session() as s:
+            await create_session(s)
+            await s.execute(text("INSERT INTO sessions (id) VALUES (:id)"), {"id": existing.id})
+    assert await fetchval(database_url, "SELECT count(*) FROM sessions") == 1
+    assert db.pool_stats()["checked_out"] == 0
+
+
+async def test_connection_is_reused_not_reopened(db: Database) -> None:
+    for _ in range(10):
+        async with db.session() as s:
+            await create_session(s)
+    stats = db.pool_stats()
+    assert stats["checked_out"] == 0
+    assert stats["checkouts"] == 10
+    assert stats["connections_opened"] == 1
+
+
+async def test_attributes_readable_after_commit_without_io(db: Database) -> None:
+    # expire_on_commit=False: a lazy refresh here would raise MissingGreenlet.
+    async with db.session() as s:
+        created = await create_session(s)
+    assert created.to_dict()["id"] == str(created.id)
+
+
+async def test_get_db_commits_and_returns_connection(db: Database, database_url: str) -> None:
+    dependency = db.get_db()
+    s = await anext(dependency)
+    await create_session(s)
+    assert db.pool_stats()["checked_out"] == 1
+    with pytest.raises(StopAsyncIteration):
+        await anext(dependency)
+    assert db.pool_stats()["checked_out"] == 0
+    assert await fetchval(database_url, "SELECT count(*) FROM sessions") == 1
+
+
+async def test_get_db_rolls_back_when_the_handler_raises(db: Database, database_url: str) -> None:
+    dependency = db.get_db()
+    s = await anext(dependency)
+    await create_session(s)
+    await s.flush()
+    with pytest.raises(Boom):
+        await dependency.athrow(Boom())
+    assert db.pool_stats()["checked_out"] == 0
+    assert await fetchval(database_url, "SELECT count(*) FROM sessions") == 0
+
+
+async def test_module_get_db_uses_database_url_lazily(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sessiondb.database, "_default_database", None)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert sessiondb.database._default_database is None  # nothing created at import or setenv
+    async for s in sessiondb.database.get_db():
+        created = await create_session(s)
+    default = sessiondb.database._default_database
+    assert default is not None
+    try:
+        async with default.session() as s:
+            assert await get_session(s, created.id) is not None
+            assert await count_sessions(s) == 1
+    finally:
+        await default.dispose()
+        monkeypatch.setattr(sessiondb.database, "_default_database", None)
+
+
+async def test_dispose_closes_pooled_connections(db: Database, database_url: str) -> None:
+    async with db.session() as s:
+        await create_session(s)
+    app_name = db.pool_settings.application_name
+    query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()"
+    assert await fetchval(database_url, query, app_name) == 1
+    await db.dispose()
+    assert await fetchval(database_url, query, app_name) == 0
+    async with db.session() as s:  # usable again after dispose
+        assert await count_sessions(s) == 1
