@@ -13,7 +13,6 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import PgServer
-from pgprobe import backend_states, terminate_backend, terminate_backends
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import sessiondb
 from sessiondb import Database, PoolSettings, apply_migrations, count_sessions, create_session
 from sessiondb.embedded import embedded_postgres
+from tests.pgprobe import backend_states, terminate_backend, terminate_backends
 
 POOL = PoolSettings(size=2, max_overflow=0, timeout=5.0)
 

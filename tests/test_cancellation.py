@@ -11,10 +11,10 @@ import asyncio
 
 import asyncpg
 import pytest
-from pgprobe import backend_states, eventually
 
 from sessiondb import Database, PoolSettings, count_sessions, create_session
 from sessiondb.urls import asyncpg_dsn
+from tests.pgprobe import backend_states, eventually
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from sessiondb import (
     get_session,
     sessions,
 )
+from tests.helpers import StatementLog
 
 GOOD_ID = "0b5a3e0c-4f7e-4f4e-9a57-5d9c2a3b1c00"
 BAD_ID_STRINGS = [
@@ -41,22 +42,11 @@ BAD_ID_TYPES: list[Any] = [None, 123, 1.5, b"0b5a3e0c-4f7e-4f4e-9a57-5d9c2a3b1c0
 NAIVE = datetime(2026, 1, 1, 12, 0)
 
 
-class StatementCounter:
-    """Counts statements the engine actually sends."""
-
-    def __init__(self, db: Database) -> None:
-        self.count = 0
-        event.listen(db.engine.sync_engine, "before_cursor_execute", self._on_execute)
-
-    def _on_execute(self, *_: Any) -> None:
-        self.count += 1
-
-
 @pytest.fixture
-def statements(db: Database) -> Iterator[StatementCounter]:
-    counter = StatementCounter(db)
-    yield counter
-    event.remove(db.engine.sync_engine, "before_cursor_execute", counter._on_execute)
+def statements(db: Database) -> Iterator[StatementLog]:
+    log = StatementLog(db)
+    yield log
+    event.remove(db.engine.sync_engine, "before_cursor_execute", log._record)
 
 
 async def assert_nothing_written(db: Database) -> None:
@@ -64,7 +54,7 @@ async def assert_nothing_written(db: Database) -> None:
         assert await count_sessions(s) == 0
 
 
-async def test_bad_session_ids_are_rejected_before_sql(db: Database, statements: StatementCounter) -> None:
+async def test_bad_session_ids_are_rejected_before_sql(db: Database, statements: StatementLog) -> None:
     # One database for all cases (a loop, not parametrize): each case is cheap, a database is not.
     for operation in (get_session, delete_session):
         for bad in BAD_ID_STRINGS + BAD_ID_TYPES:
@@ -73,11 +63,11 @@ async def test_bad_session_ids_are_rejected_before_sql(db: Database, statements:
             async def use(operation: Any = operation, bad: object = bad, case: str = case) -> None:
                 async with db.session() as s:
                     await create_session(s)  # a write in the same transaction: it must not survive
-                    sent = statements.count
+                    sent = len(statements.statements)
                     try:
                         await operation(s, bad)
                     finally:
-                        assert statements.count == sent, f"SQL was sent for {case}"
+                        assert len(statements.statements) == sent, f"SQL was sent for {case}"
 
             with pytest.raises(sessiondb.InvalidSessionId) as raised:
                 await use()
@@ -113,7 +103,7 @@ BAD_CORE_STATEMENTS: list[tuple[str, Any, type[Exception]]] = [
 
 
 async def test_core_statements_with_bad_values_raise_our_error_before_sql(
-    db: Database, statements: StatementCounter
+    db: Database, statements: StatementLog
 ) -> None:
     # The column types validate bound values; db.session() hands their error to the caller as is
     # (not wrapped in SQLAlchemy's StatementError).
@@ -122,11 +112,11 @@ async def test_core_statements_with_bad_values_raise_our_error_before_sql(
         async def use(statement: Any = statement, case: str = case) -> None:
             async with db.session() as s:
                 await create_session(s)
-                sent = statements.count
+                sent = len(statements.statements)
                 try:
                     await s.execute(statement)
                 finally:
-                    assert statements.count == sent, f"SQL was sent for {case}"
+                    assert len(statements.statements) == sent, f"SQL was sent for {case}"
 
         with pytest.raises(error) as raised:
             await use()

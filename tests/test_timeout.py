@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import pytest
-from pgprobe import backend_gone, backend_states, eventually
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import sessiondb
 from sessiondb import Database, PoolSettings, count_sessions, create_session
+from tests.pgprobe import backend_gone, backend_states, eventually
 
 
 @pytest.fixture
