@@ -6,6 +6,8 @@ programming error) reaches the caller unchanged.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 from sqlalchemy import exc as sa_exc
 
@@ -25,6 +27,19 @@ def _driver_error(error: sa_exc.DBAPIError) -> BaseException:
     orig = error.orig
     driver = getattr(orig, "driver_exception", None) or getattr(orig, "__cause__", None) or orig
     return driver if isinstance(driver, BaseException) else error
+
+
+def _raised_inside_asyncpg(error: BaseException) -> bool:
+    traceback = error.__traceback__
+    while traceback is not None:
+        frame = traceback.tb_frame
+        if (
+            str(frame.f_globals.get("__name__", "")).startswith("asyncpg")
+            or "asyncpg" in Path(frame.f_code.co_filename).parts
+        ):
+            return True
+        traceback = traceback.tb_next
+    return False
 
 
 def translate_failure(error: BaseException, server: str, *, during_commit: bool) -> BaseException | None:
@@ -55,9 +70,10 @@ def translate_failure(error: BaseException, server: str, *, during_commit: bool)
                 f"the transaction was rolled back: {_first_line(driver)}"
             )
         return None
-    if isinstance(error, TimeoutError):
+    if isinstance(error, TimeoutError) and _raised_inside_asyncpg(error):
         # asyncpg raises a bare TimeoutError when PoolSettings.command_timeout expires; SQLAlchemy
-        # then discards the connection because the statement's state on it is unknown.
+        # then discards the connection because the statement's state on it is unknown. A
+        # TimeoutError from the caller's own asyncio.timeout() is theirs and passes through.
         return QueryTimeout(
             f"statement to PostgreSQL at {server} exceeded PoolSettings.command_timeout; the transaction "
             "was rolled back and the connection discarded"

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -90,3 +92,17 @@ async def test_command_timeout_discards_connection(db: Database, database_url: s
     assert db.pool_stats()["connections_lost"] == 1
     await eventually(lambda: backend_gone(database_url, pids[0]), "the abandoned backend exits")
     assert await assert_served_normally(db, database_url, committed=0) != pids[0]
+
+
+async def test_callers_own_timeout_is_not_reported_as_a_query_timeout(db: Database, database_url: str) -> None:
+    # Only asyncpg's command_timeout becomes QueryTimeout; the caller's asyncio.timeout() is theirs.
+    async def slow_request() -> None:
+        async with db.session() as s:
+            await create_session(s)
+            async with asyncio.timeout(0.1):
+                await s.execute(text("SELECT pg_sleep(30)"))
+
+    with pytest.raises(TimeoutError) as raised:
+        await slow_request()
+    assert not isinstance(raised.value, sessiondb.SessionDBError)
+    assert await assert_served_normally(db, database_url, committed=0)
