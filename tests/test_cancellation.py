@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+import anyio
 import asyncpg
 import pytest
 
@@ -142,6 +143,38 @@ async def test_taskgroup_cancelled_mid_create_session(db: Database, database_url
         outer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await outer
+    finally:
+        await blocker.close()
+    await assert_pool_recovered(db, database_url, discarded=1)
+
+
+async def test_anyio_cancel_scope_while_holding_session(db: Database, database_url: str) -> None:
+    # anyio (FastAPI/Starlette's task groups) cancels level-triggered: it re-delivers the
+    # cancellation at every await inside the scope, including the cleanup's.
+    entered = asyncio.Event()
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+            group.start_soon(hold_session, db, entered)
+            await entered.wait()
+            scope.cancel()
+    assert scope.cancelled_caught
+    await assert_pool_recovered(db, database_url, discarded=0)
+
+
+async def test_anyio_task_group_cancelled_mid_create_session(db: Database, database_url: str) -> None:
+    blocker = await lock_sessions_table(database_url)
+    try:
+
+        async def create() -> None:
+            async with db.session() as s:
+                await create_session(s)
+
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as group:
+                group.start_soon(create)
+                await eventually(lambda: waiting_on_lock(database_url), "the INSERT waits on the table lock")
+                scope.cancel()
+        assert scope.cancelled_caught
     finally:
         await blocker.close()
     await assert_pool_recovered(db, database_url, discarded=1)
