@@ -4,6 +4,7 @@
   ``ConnectionLost``, the connection is discarded, and the next request gets a fresh one.
 - ``statement_timeout``: the server cancels the statement; the caller gets ``QueryTimeout``. The
   connection itself is healthy: it is rolled back and kept.
+- ``idle_session_timeout`` on a pooled connection: the pre-ping replaces it; the caller sees nothing.
 - ``PoolSettings.command_timeout``: asyncpg gives up client-side; the caller gets ``QueryTimeout``
   and the connection, whose state is unknown, is discarded.
 """
@@ -106,3 +107,16 @@ async def test_callers_own_timeout_is_not_reported_as_a_query_timeout(db: Databa
         await slow_request()
     assert not isinstance(raised.value, sessiondb.SessionDBError)
     assert await assert_served_normally(db, database_url, committed=0)
+
+
+async def test_idle_session_timeout_on_pooled_connection_is_invisible(db: Database, database_url: str) -> None:
+    # The server (PostgreSQL 14+) or a proxy drops a connection while it sits idle in the pool:
+    # the checkout pre-ping replaces it and the caller never sees an error.
+    async with db.session() as s:
+        if int((await s.execute(text("SHOW server_version_num"))).scalar_one()) < 140000:
+            pytest.skip("idle_session_timeout needs PostgreSQL 14+")
+        await s.execute(text("SET idle_session_timeout = '100ms'"))  # session-level: outlives the commit
+        pid = await backend_pid(s)
+    await eventually(lambda: backend_gone(database_url, pid), "the server drops the idle pooled connection")
+    assert await assert_served_normally(db, database_url, committed=0) != pid
+    assert db.pool_stats()["connections_lost"] == 1
