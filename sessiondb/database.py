@@ -64,7 +64,7 @@ class Database:
     @staticmethod
     def _connect_args(pool: PoolSettings) -> dict[str, Any]:
         args: dict[str, Any] = {
-            "statement_cache_size": pool.statement_cache_size,
+            "statement_cache_size": pool.effective_statement_cache_size,
             "command_timeout": pool.command_timeout,
             "timeout": pool.connect_timeout,
             "server_settings": {"application_name": pool.application_name},
@@ -74,7 +74,6 @@ class Database:
             # named prepared statement made on one is missing (or already taken) on the next. With
             # both caches off (asyncpg's and the SQLAlchemy dialect's own), asyncpg uses the unnamed
             # statement, prepared and executed inside the same transaction: nothing outlives it.
-            args["statement_cache_size"] = 0
             args["prepared_statement_cache_size"] = 0
         return args
 

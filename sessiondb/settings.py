@@ -77,6 +77,14 @@ class PoolSettings:
         """The most connections this pool will ever hold open at once."""
         return self.size + self.max_overflow
 
+    @property
+    def effective_statement_cache_size(self) -> int:
+        """asyncpg's ``statement_cache_size`` to use: 0 behind PgBouncer, else ``statement_cache_size``.
+
+        Anything that opens asyncpg connections itself (a raw asyncpg pool) should pass this.
+        """
+        return 0 if self.pgbouncer else self.statement_cache_size
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> PoolSettings:
         """Build settings from ``SESSIONDB_POOL_<FIELD>`` variables (e.g. ``SESSIONDB_POOL_SIZE=20``).

@@ -131,3 +131,14 @@ async def test_default_settings_fail_through_pgbouncer(bouncer_url: str) -> None
         await db.dispose()
     assert errors, "the default settings unexpectedly worked through PgBouncer in transaction mode"
     assert any("prepared statement" in str(e) for e in errors), errors[:3]
+
+
+def test_pgbouncer_setting_turns_off_both_statement_caches() -> None:
+    # Runs without pgbouncer: what Database hands asyncpg and the SQLAlchemy dialect.
+    settings = PoolSettings(pgbouncer=True, statement_cache_size=500)
+    assert settings.effective_statement_cache_size == 0
+    db = Database("postgresql://app@db.invalid/app", settings)
+    args = db._connect_args(settings)
+    assert args["statement_cache_size"] == 0
+    assert args["prepared_statement_cache_size"] == 0
+    assert PoolSettings().effective_statement_cache_size == PoolSettings().statement_cache_size
