@@ -2,14 +2,18 @@
 
 from sessiondb.database import Database
 from sessiondb.errors import (
+    ConcurrentSessionUse,
     ConfigurationError,
+    ConnectionLost,
     DatabaseUnavailable,
     EmbeddedServerError,
     ImmutableSessionError,
     InvalidSessionId,
     MigrationError,
     PoolTimeout,
+    QueryTimeout,
     SessionDBError,
+    WrongEventLoop,
 )
 from sessiondb.migrations import apply_migrations, migration_status, rollback_migrations
 from sessiondb.model import Session, metadata, sessions
@@ -18,7 +22,9 @@ from sessiondb.queries import count_sessions, create_session, delete_session, ge
 from sessiondb.settings import PoolSettings
 
 __all__ = [
+    "ConcurrentSessionUse",
     "ConfigurationError",
+    "ConnectionLost",
     "Database",
     "DatabaseUnavailable",
     "EmbeddedServerError",
@@ -27,8 +33,10 @@ __all__ = [
     "MigrationError",
     "PoolSettings",
     "PoolTimeout",
+    "QueryTimeout",
     "Session",
     "SessionDBError",
+    "WrongEventLoop",
     "apply_migrations",
     "count_sessions",
     "create_session",

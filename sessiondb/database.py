@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from sessiondb.errors import ConfigurationError, DatabaseUnavailable, PoolTimeout
+from sessiondb.errors import ConfigurationError, DatabaseUnavailable, PoolTimeout, WrongEventLoop
+from sessiondb.failures import translate_failure
+from sessiondb.guard import GuardedAsyncSession
 from sessiondb.liveness import begin_on_checkout, install_liveness_checks
 from sessiondb.settings import PoolSettings
 from sessiondb.stats import PoolCounters, pool_snapshot
@@ -57,16 +60,28 @@ class Database:
         self._counters.listen(self.engine.sync_engine.pool)
         # expire_on_commit=False: reading an attribute after commit must not trigger lazy IO,
         # which in async code fails with MissingGreenlet.
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        # GuardedAsyncSession: two tasks on one session fail with ConcurrentSessionUse (sessiondb/guard.py).
+        self.sessionmaker = async_sessionmaker(
+            self.engine, class_=GuardedAsyncSession, expire_on_commit=False, autoflush=False
+        )
+        # The loop whose connections the pool holds; set on first use, cleared by dispose().
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @staticmethod
     def _connect_args(pool: PoolSettings) -> dict[str, Any]:
-        return {
-            "statement_cache_size": pool.statement_cache_size,
+        args: dict[str, Any] = {
+            "statement_cache_size": pool.effective_statement_cache_size,
             "command_timeout": pool.command_timeout,
             "timeout": pool.connect_timeout,
             "server_settings": {"application_name": pool.application_name},
         }
+        if pool.pgbouncer:
+            # PgBouncer in transaction mode hands each transaction to any server connection, so a
+            # named prepared statement made on one is missing (or already taken) on the next. With
+            # both caches off (asyncpg's and the SQLAlchemy dialect's own), asyncpg uses the unnamed
+            # statement, prepared and executed inside the same transaction: nothing outlives it.
+            args["prepared_statement_cache_size"] = 0
+        return args
 
     @classmethod
     def from_env(cls, pool: PoolSettings | None = None) -> Database:
@@ -82,17 +97,40 @@ class Database:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """Yield an ``AsyncSession``: commit if the block succeeds, roll back and re-raise if it
-        raises, and always return the connection to the pool."""
+        raises, and always return the connection to the pool, even when the task is cancelled.
+
+        Failures with a certain meaning come out typed: ``PoolTimeout``, ``DatabaseUnavailable``,
+        ``ConnectionLost``, ``QueryTimeout``, ``ConcurrentSessionUse``, ``WrongEventLoop``.
+        """
+        self._bind_to_running_loop()
         s = self.sessionmaker()
+        committing = False
         try:
             await self._checkout(s)
-            yield s
-            await s.commit()
-        except BaseException:
-            await _finish_even_if_cancelled(s.rollback())
-            raise
+            try:
+                yield s
+                committing = True
+                await s.commit()
+            except BaseException as error:
+                await _run_to_completion(_rollback_quietly(s))
+                translated = translate_failure(error, self.server, during_commit=committing)
+                if translated is not None:
+                    raise translated from error
+                raise
         finally:
-            await _finish_even_if_cancelled(s.close())
+            await _run_to_completion(_close(s))
+
+    def _bind_to_running_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise WrongEventLoop(
+                f"{self!r} pools connections created on another event loop ({self._loop!r}) and cannot use "
+                "them from this one. Create one Database per event loop (for example inside the "
+                "function asyncio.run() runs, or in a FastAPI lifespan), or `await db.dispose()` on the "
+                "old loop before reusing it"
+            )
 
     @functools.cached_property
     def fast(self) -> FastSessions:
@@ -149,18 +187,53 @@ class Database:
         return pool_snapshot(self.engine.sync_engine.pool, self._counters)
 
     async def dispose(self) -> None:
-        """Close every pooled connection. The Database can be used again afterwards."""
-        await self.engine.dispose()
+        """Close every pooled connection. The Database can be used again afterwards, from any loop.
+
+        Called from another event loop than the pool's, it drops the old loop's connections without
+        touching them (they cannot be closed from here) instead of failing.
+        """
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            await self.engine.dispose(close=False)
+        else:
+            await self.engine.dispose()
+        self._loop = None
 
 
-async def _finish_even_if_cancelled(awaitable: Awaitable[None]) -> None:
-    # Shielded so a cancellation arriving during cleanup cannot leave the connection checked out.
-    task = asyncio.ensure_future(awaitable)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
+async def _rollback_quietly(s: AsyncSession) -> None:
+    # The rollback only tidies up: if it fails too (the connection is already gone), the caller
+    # must see the original error, and close() below discards the broken connection.
+    if isinstance(s, GuardedAsyncSession):
+        await s.wait_for_other_tasks()
+    with contextlib.suppress(Exception):
+        await s.rollback()
+
+
+async def _close(s: AsyncSession) -> None:
+    if isinstance(s, GuardedAsyncSession):  # let a stray task's statement finish before closing
+        await s.wait_for_other_tasks()
+    await s.close()
+
+
+async def _run_to_completion(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run ``cleanup`` to the end even if this task is cancelled, once or many times, meanwhile.
+
+    The cleanup runs in a task of its own behind ``asyncio.shield``; every cancellation that
+    arrives while waiting is held back and re-raised only once the cleanup has finished, so a
+    connection is always rolled back and returned rather than abandoned halfway.
+    """
+    task = asyncio.ensure_future(cleanup)
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as error:
+            if task.done():  # the cleanup itself was cancelled, not just us
+                raise
+            cancelled = error
+        else:
+            break
+    if cancelled is not None:
+        raise cancelled
 
 
 _default_database: Database | None = None

@@ -86,8 +86,9 @@ def _private_runtime_dir() -> Path:
 
 
 @contextlib.contextmanager
-def _sigterm_as_keyboard_interrupt() -> Iterator[None]:
-    # atexit and finally blocks do not run on SIGTERM's default action; make it unwind like Ctrl-C.
+def sigterm_as_keyboard_interrupt() -> Iterator[None]:
+    """Make SIGTERM unwind like Ctrl-C, so finally blocks (server cleanup) run; main thread only."""
+    # atexit and finally blocks do not run on SIGTERM's default action.
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -112,7 +113,7 @@ def embedded_postgres(*, durable: bool = True) -> Iterator[EmbeddedServer]:
     # Short, private path: the Unix socket lives in here and socket paths are limited to ~100 bytes.
     pgdata = Path(tempfile.mkdtemp(prefix="sessiondb-pg-"))
     handle = None
-    with _sigterm_as_keyboard_interrupt():
+    with sigterm_as_keyboard_interrupt():
         try:
             try:
                 handle = pgserver.get_server(pgdata, cleanup_mode="delete")

@@ -23,8 +23,28 @@ class DatabaseUnavailable(SessionDBError, ConnectionError):
     """The server could not be reached or refused the connection. Never carries the password."""
 
 
+class ConnectionLost(DatabaseUnavailable):
+    """The connection broke while a ``db.session()`` block was using it (server restart, killed
+    backend, ``idle_in_transaction_session_timeout``, network). The transaction did not commit
+    unless the message says the loss happened during COMMIT, in which case its outcome is unknown.
+    The connection was discarded, never returned to the pool."""
+
+
 class PoolTimeout(SessionDBError, TimeoutError):
     """No pooled connection became free within ``PoolSettings.timeout`` seconds."""
+
+
+class QueryTimeout(SessionDBError, TimeoutError):
+    """A statement ran past ``statement_timeout`` (server) or ``PoolSettings.command_timeout``
+    (client). The transaction was rolled back; nothing it wrote was committed."""
+
+
+class ConcurrentSessionUse(SessionDBError, RuntimeError):
+    """Two tasks used one ``AsyncSession`` at the same time. Give each task its own ``db.session()``."""
+
+
+class WrongEventLoop(SessionDBError, RuntimeError):
+    """A ``Database`` was used from an event loop other than the one whose connections it pools."""
 
 
 class MigrationError(SessionDBError):

@@ -38,8 +38,9 @@ class PoolSettings:
     - ``application_name="sessiondb"``: shown in ``pg_stat_activity``.
     - ``use_lifo=True``: reuse the most recently returned connection, letting idle ones age out.
     - ``pgbouncer=False``: set True when connecting through PgBouncer in transaction pooling mode
-      (also ``SESSIONDB_PGBOUNCER=1``); turns off server-side prepared statement caching, which
-      breaks there (``prepared statement "__asyncpg_stmt_N__" already exists``).
+      (also ``SESSIONDB_PGBOUNCER=1``); turns off asyncpg's and SQLAlchemy's prepared statement
+      caches (overriding ``statement_cache_size``), which break there (``prepared statement
+      "__asyncpg_stmt_N__" does not exist`` / ``already exists``).
     """
 
     size: int = 10
@@ -75,6 +76,14 @@ class PoolSettings:
     def max_connections(self) -> int:
         """The most connections this pool will ever hold open at once."""
         return self.size + self.max_overflow
+
+    @property
+    def effective_statement_cache_size(self) -> int:
+        """asyncpg's ``statement_cache_size`` to use: 0 behind PgBouncer, else ``statement_cache_size``.
+
+        Anything that opens asyncpg connections itself (a raw asyncpg pool) should pass this.
+        """
+        return 0 if self.pgbouncer else self.statement_cache_size
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> PoolSettings:

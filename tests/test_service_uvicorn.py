@@ -176,7 +176,7 @@ def test_the_documented_command_runs_on_an_embedded_server_and_cleans_up_on_ctrl
 
         output = log.read_text()
         assert exit_code == 0, output
-        assert "migrations applied: ['0001_create_sessions']" in output
+        assert "migrations applied: ['0001_create_sessions'" in output
         assert "Application shutdown complete" in output
         assert port_is_closed(port)
         assert processes_mentioning(f"examples.service --port {port} ") == []

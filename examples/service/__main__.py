@@ -8,12 +8,8 @@ server and its data are removed again on Ctrl-C or SIGTERM. Exits 0 after a clea
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import sys
-from collections.abc import Iterator
-from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -21,7 +17,7 @@ from fastapi import FastAPI
 from examples.service.app import create_app
 from sessiondb import apply_migrations
 from sessiondb.database import DATABASE_URL_ENV
-from sessiondb.embedded import embedded_postgres
+from sessiondb.embedded import embedded_postgres, sigterm_as_keyboard_interrupt
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,20 +45,6 @@ def serve(app: FastAPI, args: argparse.Namespace) -> bool:
     server = uvicorn.Server(config)
     server.run()
     return bool(server.started)
-
-
-@contextlib.contextmanager
-def sigterm_as_keyboard_interrupt() -> Iterator[None]:
-    # uvicorn shuts down gracefully on SIGTERM and then re-raises it; by default that would kill us
-    # before the embedded server is cleaned up. As KeyboardInterrupt it unwinds like Ctrl-C.
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:

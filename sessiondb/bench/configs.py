@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import NullPool
 
 from sessiondb.database import Database
+from sessiondb.guard import GuardedAsyncSession
+from sessiondb.liveness import install_liveness_checks
 from sessiondb.model import Session
 from sessiondb.queries import create_session, delete_session, get_session
 from sessiondb.settings import PoolSettings
@@ -257,9 +259,12 @@ class _NullPoolDatabase(Database):
     def __init__(self, url: str, pool: PoolSettings) -> None:
         super().__init__(url, pool)
         self.engine = create_async_engine(self.url, poolclass=NullPool, connect_args=self._connect_args(pool))
+        install_liveness_checks(self.engine)
         self._counters = PoolCounters()
         self._counters.listen(self.engine.sync_engine.pool)
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        self.sessionmaker = async_sessionmaker(
+            self.engine, class_=GuardedAsyncSession, expire_on_commit=False, autoflush=False
+        )
 
 
 class SessiondbNullpool(SessiondbSession):
