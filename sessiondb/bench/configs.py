@@ -69,6 +69,7 @@ class RawAsyncpgAutocommit(BenchConfig):
         self.checkouts = 0
         self.wait_ms = 0.0
         self.size = max(RAW_POOL_SIZE, concurrency)
+        self.cache_size = pool.effective_statement_cache_size  # 0 behind PgBouncer
 
         async def count_connect(_: asyncpg.Connection) -> None:
             self.opened += 1
@@ -78,7 +79,7 @@ class RawAsyncpgAutocommit(BenchConfig):
             min_size=self.size,
             max_size=self.size,
             init=count_connect,
-            statement_cache_size=pool.statement_cache_size,
+            statement_cache_size=self.cache_size,
         )
 
     async def _acquire(self) -> Any:
@@ -115,7 +116,8 @@ class RawAsyncpgAutocommit(BenchConfig):
         return self.opened, self.checkouts, self.wait_ms
 
     def pool_description(self) -> str:
-        return f"asyncpg.create_pool(min_size={self.size}, max_size={self.size})"
+        cache = "" if self.cache_size == 100 else f", statement_cache_size={self.cache_size}"
+        return f"asyncpg.create_pool(min_size={self.size}, max_size={self.size}{cache})"
 
     async def stop(self) -> None:
         await self.pool.close()
@@ -231,7 +233,7 @@ class SessiondbSession(BenchConfig):
         s = self.db.pool_settings
         return (
             f"PoolSettings(size={s.size}, max_overflow={s.max_overflow}, pre_ping={s.pre_ping}, "
-            f"statement_cache_size={s.statement_cache_size}, pgbouncer={s.pgbouncer})"
+            f"statement_cache_size={s.effective_statement_cache_size}, pgbouncer={s.pgbouncer})"
         )
 
     async def stop(self) -> None:
@@ -275,7 +277,7 @@ class SessiondbNullpool(SessiondbSession):
 
     def pool_description(self) -> str:
         s = self.db.pool_settings
-        return f"NullPool (pre_ping={s.pre_ping}, statement_cache_size={s.statement_cache_size})"
+        return f"NullPool (pre_ping={s.pre_ping}, statement_cache_size={s.effective_statement_cache_size})"
 
 
 PYTHON_CONFIGS: dict[str, type[BenchConfig]] = {
