@@ -55,7 +55,8 @@ class Database:
             pool_use_lifo=pool.use_lifo,
             connect_args=self._connect_args(pool),
         )
-        install_liveness_checks(self.engine)
+        if pool.pre_ping:
+            install_liveness_checks(self.engine)  # pre-ping without its extra round trips
         self._counters = PoolCounters()
         self._counters.listen(self.engine.sync_engine.pool)
         # expire_on_commit=False: reading an attribute after commit must not trigger lazy IO,

@@ -8,8 +8,10 @@ returns: outside PgBouncer it runs in autocommit (one round trip); with
 prepare and execute reach the same server connection (no named prepared statements are used
 there, because ``statement_cache_size`` is 0).
 
-Errors: ``InvalidSessionId`` before any SQL; ``PoolTimeout`` / ``DatabaseUnavailable`` as for
-``db.session()``; a statement the server refuses raises asyncpg's own exception (e.g.
+Errors: ``InvalidSessionId`` before any SQL; ``PoolTimeout``, ``DatabaseUnavailable``,
+``WrongEventLoop`` as for ``db.session()``; ``ConnectionLost`` if the connection breaks during the
+statement (a write's outcome is then unknown) and ``QueryTimeout`` past ``command_timeout``, both
+discarding the connection; a statement the server refuses raises asyncpg's own exception (e.g.
 ``asyncpg.UndefinedTableError`` before migrations), and the connection goes back to the pool.
 
 Use ``db.session()`` and the ORM functions instead when several statements must be atomic.
@@ -27,7 +29,7 @@ import asyncpg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.util import await_only, greenlet_spawn
 
-from sessiondb.errors import PoolTimeout
+from sessiondb.errors import ConnectionLost, PoolTimeout, QueryTimeout
 from sessiondb.liveness import check_locally_on_checkout
 from sessiondb.values import normalize_uuid, parse_session_id
 
@@ -81,6 +83,7 @@ class FastSessions:
         return await self._fetchrow(_DELETE, parse_session_id(session_id)) is not None
 
     async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        self._db._bind_to_running_loop()  # WrongEventLoop, as db.session() raises
         # One greenlet hop for checkout + statement + return, instead of one per step.
         result: asyncpg.Record | None = await greenlet_spawn(self._checkout_and_run, sql, args)
         return result
@@ -108,14 +111,26 @@ class FastSessions:
                 else driver.fetchrow(sql, *args)
             )
             row: asyncpg.Record | None = await_only(statement)
-        except asyncpg.PostgresError:
-            # The server refused the statement; the connection itself is fine (no transaction left open).
-            fairy.close()
-            raise
-        except (OSError, TimeoutError, asyncpg.InterfaceError) as error:
+        except TimeoutError as error:
+            # command_timeout: asyncpg abandoned the statement, so the connection's state is unknown.
             fairy.invalidate(error)
             fairy.close()
-            raise db.unavailable(error) from error
+            raise QueryTimeout(
+                f"statement to PostgreSQL at {db.server} exceeded PoolSettings.command_timeout; "
+                "the connection was discarded"
+            ) from error
+        except Exception as error:
+            lost = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+            if isinstance(error, lost) or driver.is_closed():
+                fairy.invalidate(error)
+                fairy.close()
+                raise ConnectionLost(
+                    f"lost the connection to PostgreSQL at {db.server} during a db.fast statement (whether "
+                    f"a write was applied is unknown; the connection was discarded): {error}"
+                ) from error
+            # The server refused the statement; the connection is fine (no transaction left open).
+            fairy.close()
+            raise
         except BaseException:
             # Cancelled mid-statement: the connection's protocol state is unknown, so never reuse it.
             fairy.invalidate()

@@ -11,9 +11,10 @@ on every checkout, the largest fixed cost of a unit of work on this stack. Inste
 - Any other checkout (``db.engine`` used directly) pings with a simple-protocol ``SELECT 1``:
   one round trip, and PgBouncer-safe because it prepares nothing.
 
-A failed check raises SQLAlchemy's ``InvalidatePoolError`` from the pool's ``checkout`` event, the
-documented hook for custom disconnect detection: the pool discards every connection made before
-now and checks out a fresh one, exactly what SQLAlchemy does after a failed pre-ping.
+Installed by ``Database`` when ``PoolSettings.pre_ping`` is on (the default). A failed check
+raises SQLAlchemy's ``InvalidatePoolError`` from the pool's ``checkout`` event, the documented hook
+for custom disconnect detection: the pool discards every connection made before now and checks
+out a fresh one, exactly what SQLAlchemy does after a failed pre-ping.
 """
 
 from __future__ import annotations

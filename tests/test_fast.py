@@ -10,9 +10,11 @@ from datetime import UTC
 import asyncpg
 import pytest
 
-from sessiondb import Database, InvalidSessionId, PoolSettings
+from sessiondb import ConnectionLost, Database, InvalidSessionId, PoolSettings, WrongEventLoop
 from sessiondb.fast import SessionRecord
+from sessiondb.urls import asyncpg_dsn
 from tests.helpers import fetchval
+from tests.pgprobe import backend_states, eventually, terminate_backends
 
 
 async def test_create_returns_a_committed_row_with_plain_uuid_and_utc(db: Database, database_url: str) -> None:
@@ -123,3 +125,38 @@ async def test_cancellation_at_any_point_never_leaks_a_connection(database_url: 
         assert len({c.id for c in created}) == 2
     finally:
         await db.dispose()
+
+
+async def test_connection_lost_mid_statement_is_connection_lost(database_url: str) -> None:
+    db = Database(database_url, PoolSettings(size=1, max_overflow=0, timeout=5.0))
+    blocker = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await blocker.execute("BEGIN; LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        task = asyncio.create_task(db.fast.create_session())
+
+        async def waiting_on_lock() -> bool:
+            return any(wait == "Lock" for _, _, wait in await backend_states(database_url))
+
+        await eventually(waiting_on_lock, "the INSERT waits on the table lock")
+        assert await terminate_backends(database_url) == 1
+        with pytest.raises(ConnectionLost, match="whether a write was applied is unknown"):
+            await task
+        await blocker.execute("ROLLBACK")
+        stats = db.pool_stats()
+        assert stats["checked_out"] == 0 and stats["connections_lost"] == 1
+        assert (await db.fast.create_session()).id  # a fresh connection replaces the lost one
+    finally:
+        await blocker.close()
+        await db.dispose()
+
+
+def test_fast_path_refuses_a_second_event_loop(database_url: str) -> None:
+    db = Database(database_url, PoolSettings(size=1, max_overflow=0))
+
+    async def create() -> None:
+        await db.fast.create_session()
+
+    asyncio.run(create())
+    with pytest.raises(WrongEventLoop):
+        asyncio.run(create())
+    asyncio.run(db.dispose())

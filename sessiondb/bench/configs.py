@@ -261,7 +261,8 @@ class _NullPoolDatabase(Database):
     def __init__(self, url: str, pool: PoolSettings) -> None:
         super().__init__(url, pool)
         self.engine = create_async_engine(self.url, poolclass=NullPool, connect_args=self._connect_args(pool))
-        install_liveness_checks(self.engine)
+        if pool.pre_ping:
+            install_liveness_checks(self.engine)
         self._counters = PoolCounters()
         self._counters.listen(self.engine.sync_engine.pool)
         self.sessionmaker = async_sessionmaker(
