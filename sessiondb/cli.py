@@ -221,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("--migrations-dir", type=Path, help="default: the package's sql/ folder")
     lint.set_defaults(run=None)
 
+    from sessiondb.bench import CONFIG_NAMES
     from sessiondb.bench.command import parse_concurrency, parse_configs
 
     bench = commands.add_parser(
@@ -230,7 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--concurrency", type=_parsed_by(parse_concurrency), metavar="N,...", help="workers (default 1,4,16,64)"
     )
-    bench.add_argument("--configs", type=_parsed_by(parse_configs), metavar="NAME,...", help="default: all seven")
+    bench.add_argument(
+        "--configs",
+        type=_parsed_by(parse_configs),
+        metavar="NAME,...",
+        help="any of: " + ",".join(CONFIG_NAMES) + " (default: all)",
+    )
     bench.add_argument("--ops", type=_positive_int, help="operations per configuration and concurrency (default 5000)")
     bench.add_argument("--rounds", type=_positive_int, help="interleaved rounds the ops are split into (default 3)")
     bench.add_argument("--quick", action="store_true", help="c=16, 200 ops, one round: well under 20 s")
