@@ -75,21 +75,33 @@ def cmd_rollback(args: argparse.Namespace, url: str, console: Console) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, url: str, console: Console) -> int:
-    from sessiondb import bench
+    from sessiondb.bench.command import BenchRequest, check_request, run_bench_command
     from sessiondb.migrations import apply_migrations
 
-    apply_migrations(url)
-    ops = args.ops or (1000 if args.quick else 5000)
-    concurrency = args.concurrency or (8 if args.quick else 16)
-    console.print(f"bench on {describe_server(url)}: {ops} ops x {concurrency} workers per config")
-    results = asyncio.run(
-        bench.run_bench(url, concurrency=concurrency, ops=ops, targets=list(bench.TARGETS), console=console)
+    request = BenchRequest(
+        workload=args.workload,
+        concurrency=args.concurrency,
+        configs=args.configs,
+        ops=args.ops,
+        rounds=args.rounds,
+        quick=args.quick,
+        json_path=Path(args.json) if args.json else None,
+        plot_path=Path(args.plot) if args.plot else None,
     )
-    bench.render_table(results, console)
-    if args.json:
-        bench.write_json(results, Path(args.json))
-        console.print(f"wrote {args.json}")
-    return EXIT_OK
+    check_request(request)
+    apply_migrations(url)
+    return run_bench_command(request, url, console)
+
+
+def _parsed_by(parse: Callable[[str], object]) -> Callable[[str], object]:
+    # argparse shows an ArgumentTypeError's text as the one-line error.
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert
 
 
 def cmd_purge(args: argparse.Namespace, url: str, console: Console) -> int:
@@ -209,11 +221,27 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("--migrations-dir", type=Path, help="default: the package's sql/ folder")
     lint.set_defaults(run=None)
 
-    bench = commands.add_parser("bench", parents=[common], help="benchmark pool reuse under load")
-    bench.add_argument("--quick", action="store_true", help="a short run (well under 20 s)")
-    bench.add_argument("--ops", type=_positive_int, help="operations per configuration")
-    bench.add_argument("--concurrency", type=_positive_int, help="concurrent workers")
-    bench.add_argument("--json", metavar="PATH", help="write one JSON object per run to PATH")
+    from sessiondb.bench import CONFIG_NAMES
+    from sessiondb.bench.command import parse_concurrency, parse_configs
+
+    bench = commands.add_parser(
+        "bench", parents=[common], help="benchmark the session workload on every client configuration"
+    )
+    bench.add_argument("--workload", choices=("churn", "crd"), default="churn", help="churn: create+delete; crd: +read")
+    bench.add_argument(
+        "--concurrency", type=_parsed_by(parse_concurrency), metavar="N,...", help="workers (default 1,4,16,64)"
+    )
+    bench.add_argument(
+        "--configs",
+        type=_parsed_by(parse_configs),
+        metavar="NAME,...",
+        help="any of: " + ",".join(CONFIG_NAMES) + " (default: all)",
+    )
+    bench.add_argument("--ops", type=_positive_int, help="operations per configuration and concurrency (default 5000)")
+    bench.add_argument("--rounds", type=_positive_int, help="interleaved rounds the ops are split into (default 3)")
+    bench.add_argument("--quick", action="store_true", help="c=16, 200 ops, one round: well under 20 s")
+    bench.add_argument("--json", metavar="PATH", help="write one JSON object per run (config x concurrency) to PATH")
+    bench.add_argument("--plot", metavar="PATH.png", help="plot throughput and p99 against concurrency (matplotlib)")
     bench.set_defaults(run=cmd_bench)
     return parser
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
@@ -18,9 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from sessiondb.errors import ConfigurationError, DatabaseUnavailable, PoolTimeout, WrongEventLoop
 from sessiondb.failures import translate_failure
 from sessiondb.guard import GuardedAsyncSession
+from sessiondb.liveness import begin_on_checkout, install_liveness_checks
 from sessiondb.settings import PoolSettings
 from sessiondb.stats import PoolCounters, pool_snapshot
 from sessiondb.urls import describe_server, parse_database_url
+
+if TYPE_CHECKING:
+    from sessiondb.fast import FastSessions
 
 DATABASE_URL_ENV = "DATABASE_URL"
 
@@ -50,6 +55,8 @@ class Database:
             pool_use_lifo=pool.use_lifo,
             connect_args=self._connect_args(pool),
         )
+        if pool.pre_ping:
+            install_liveness_checks(self.engine)  # pre-ping without its extra round trips
         self._counters = PoolCounters()
         self._counters.listen(self.engine.sync_engine.pool)
         # expire_on_commit=False: reading an attribute after commit must not trigger lazy IO,
@@ -126,6 +133,13 @@ class Database:
                 "old loop before reusing it"
             )
 
+    @functools.cached_property
+    def fast(self) -> FastSessions:
+        """One committed statement per call on this pool, no ORM objects: see ``sessiondb.fast``."""
+        from sessiondb.fast import FastSessions
+
+        return FastSessions(self)
+
     async def get_db(self) -> AsyncIterator[AsyncSession]:
         """FastAPI dependency: ``Depends(db.get_db, scope="function")``. Same semantics as ``db.session()``.
 
@@ -141,7 +155,8 @@ class Database:
         counters.requests_waiting += 1
         started = time.perf_counter()
         try:
-            await s.connection()
+            with begin_on_checkout():  # the unit of work's BEGIN doubles as the pre-ping
+                await s.connection()
         except sa_exc.TimeoutError:
             raise PoolTimeout(self._pool_timeout_message()) from None
         except (TimeoutError, OSError, asyncpg.PostgresError, sa_exc.DBAPIError) as error:

@@ -1,16 +1,34 @@
-"""The session operations. Each runs inside the caller's ``AsyncSession`` transaction."""
+"""The session operations. Each runs inside the caller's ``AsyncSession`` transaction.
+
+They send prepared statements straight to the asyncpg connection the session holds, inside the
+session's own transaction, instead of going through the ORM's statement execution: that path
+costs several times more client CPU than the round trip itself (see ``benchmarks/README.md``).
+The transaction is opened explicitly first (SQLAlchemy begins it lazily, on its own first
+execute), so the statements commit or roll back with the ``db.session()`` block. Rows come back as
+``Session`` instances in the session's identity map, exactly as an ORM query would leave them.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import CursorResult, delete, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
+from sessiondb.guard import GuardedAsyncSession
 from sessiondb.model import Session
-from sessiondb.values import parse_session_id
+from sessiondb.values import normalize_uuid, parse_session_id
 
-_INSERT = insert(Session).returning(Session)
+_INSERT = "INSERT INTO sessions DEFAULT VALUES RETURNING id, created_at"
+_SELECT = "SELECT id, created_at FROM sessions WHERE id = $1"
+_DELETE = "DELETE FROM sessions WHERE id = $1 RETURNING id"
 _COUNT = select(func.count()).select_from(Session)
 
 
@@ -20,28 +38,114 @@ def _require_async_session(s: object) -> AsyncSession:
     return s
 
 
+async def _fetchrow(s: AsyncSession, operation: str, sql: str, *args: Any) -> asyncpg.Record | None:
+    """Run one statement on the session's driver connection, inside the session's transaction."""
+    # The statement bypasses AsyncSession's own methods, so claim the session for this task the
+    # same way they do (db.session() hands out a GuardedAsyncSession): overlap is ConcurrentSessionUse.
+    claim = s._exclusive(operation) if isinstance(s, GuardedAsyncSession) else contextlib.nullcontext()
+    with claim:
+        connection = await s.connection()
+        pooled = await connection.get_raw_connection()
+        adapter: Any = pooled.dbapi_connection
+        driver: asyncpg.Connection = pooled.driver_connection  # type: ignore[assignment]
+        try:
+            if adapter._transaction is None:
+                # SQLAlchemy has not sent BEGIN yet (it would on its first execute): send it now,
+                # through the adapter, so the session's commit and rollback end this transaction.
+                await adapter._start_transaction()
+            row: asyncpg.Record | None = await driver.fetchrow(sql, *args)
+            return row
+        except sa_exc.DBAPIError:
+            raise
+        except Exception as error:
+            raise _as_sqlalchemy_error(connection, adapter, sql, args, error) from error
+        except BaseException:
+            # Interrupted mid-statement (cancelled): what it left on the connection is unknown, so
+            # discard the connection, as SQLAlchemy does for its own statements.
+            _invalidate(connection)
+            raise
+
+
+def _invalidate(connection: AsyncConnection, error: BaseException | None = None) -> None:
+    # The synchronous Connection.invalidate(): outside a greenlet the adapter closes the socket at
+    # once, with nothing to await, so a second cancellation cannot interrupt it.
+    if connection.sync_connection is not None:
+        connection.sync_connection.invalidate(error)
+
+
+def _as_sqlalchemy_error(
+    connection: AsyncConnection, adapter: Any, sql: str, args: tuple[Any, ...], error: Exception
+) -> Exception:
+    """What SQLAlchemy's own execute would raise: its ``DBAPIError`` class for the driver error, and,
+    when the connection is gone, the connection invalidated and ``connection_invalidated`` set (which
+    ``db.session()`` reports as ``ConnectionLost``)."""
+    try:
+        adapter._handle_exception(error)  # always raises the adapter's DBAPI-style error
+    except Exception as raised:
+        translated = raised
+    else:  # pragma: no cover
+        return error
+    if not isinstance(translated, adapter.dbapi.Error):
+        return translated  # e.g. a TimeoutError from command_timeout: left for db.session() to type
+    dialect = connection.sync_engine.dialect
+    lost = bool(dialect.is_disconnect(translated, adapter, None))
+    if lost:
+        _invalidate(connection, translated)
+    wrapped: Exception = sa_exc.DBAPIError.instance(
+        sql, args, translated, adapter.dbapi.Error, connection_invalidated=lost, dialect=dialect
+    )
+    return wrapped
+
+
+def _attach(s: AsyncSession, session_id: uuid.UUID, created_at: datetime) -> Session:
+    """A persistent ``Session`` for a row this transaction has seen, added to the identity map."""
+    row = Session()
+    # Loaded values, as the ORM's own loading sets them: no change history, no per-attribute events
+    # (Session.__setattr__'s validation is for callers' values; these come from the database).
+    set_committed_value(row, "id", normalize_uuid(session_id))
+    # asyncpg returns aware datetimes for timestamptz; a naive one could only be UTC on the wire.
+    utc = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
+    set_committed_value(row, "created_at", utc)
+    make_transient_to_detached(row)  # gives it its identity key
+    s.add(row)  # now persistent: no SQL is sent for it at flush
+    return row
+
+
+def _in_identity_map(s: AsyncSession, session_id: uuid.UUID) -> Session | None:
+    found = s.sync_session.identity_map.get(s.sync_session.identity_key(Session, session_id))
+    return found if isinstance(found, Session) else None
+
+
 async def create_session(s: AsyncSession) -> Session:
     """Insert a new session; the database assigns ``id`` and ``created_at``.
 
     One ``INSERT ... DEFAULT VALUES RETURNING`` round trip; the returned object is already in
     ``s``'s identity map, so ``get_session`` in the same transaction sends no SQL.
     """
-    created = (await _require_async_session(s).scalars(_INSERT)).one()
-    return created
+    row = await _fetchrow(_require_async_session(s), "create_session", _INSERT)
+    assert row is not None  # INSERT ... RETURNING always returns the row
+    return _attach(s, row[0], row[1])
 
 
 async def get_session(s: AsyncSession, session_id: uuid.UUID | str) -> Session | None:
     """The session with this id, or ``None``. Raises ``InvalidSessionId`` before any SQL."""
     sid = parse_session_id(session_id)
-    return await _require_async_session(s).get(Session, sid)
+    if _in_identity_map(_require_async_session(s), sid) is not None:
+        # Already loaded (or created) in this session: let the ORM answer without SQL.
+        return await s.get(Session, sid)
+    row = await _fetchrow(s, "get_session", _SELECT, sid)
+    return None if row is None else _attach(s, row[0], row[1])
 
 
 async def delete_session(s: AsyncSession, session_id: uuid.UUID | str) -> bool:
     """Delete a session; ``True`` if it existed, ``False`` if it did not (deleting twice is fine)."""
     sid = parse_session_id(session_id)
-    result = await _require_async_session(s).execute(delete(Session).where(Session.id == sid))
-    assert isinstance(result, CursorResult)
-    return result.rowcount == 1
+    deleted = await _fetchrow(_require_async_session(s), "delete_session", _DELETE, sid) is not None
+    loaded = _in_identity_map(s, sid)
+    if loaded is not None:
+        # As the ORM's bulk delete would: the object no longer stands for a row in this session.
+        s.expunge(loaded)
+    return deleted
 
 
 async def count_sessions(s: AsyncSession) -> int:

@@ -1,0 +1,147 @@
+"""``db.fast``: one committed statement per call on a pooled connection, for services that need no ORM.
+
+Each method checks a connection out of the *same* SQLAlchemy pool as ``db.session()`` (so
+``db.pool_stats()`` counts it and pool limits apply), runs one prepared statement on the asyncpg
+driver connection, and returns it to the pool. The statement is committed before the method
+returns: outside PgBouncer it runs in autocommit (one round trip); with
+``PoolSettings(pgbouncer=True)`` it runs inside ``BEGIN``/``COMMIT`` so that asyncpg's unnamed
+prepare and execute reach the same server connection (no named prepared statements are used
+there, because ``statement_cache_size`` is 0).
+
+Errors: ``InvalidSessionId`` before any SQL; ``PoolTimeout``, ``DatabaseUnavailable``,
+``WrongEventLoop`` as for ``db.session()``; ``ConnectionLost`` if the connection breaks during the
+statement (a write's outcome is then unknown) and ``QueryTimeout`` past ``command_timeout``, both
+discarding the connection; a statement the server refuses raises asyncpg's own exception (e.g.
+``asyncpg.UndefinedTableError`` before migrations), and the connection goes back to the pool.
+
+Use ``db.session()`` and the ORM functions instead when several statements must be atomic.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.util import await_only, greenlet_spawn
+
+from sessiondb.errors import ConnectionLost, PoolTimeout, QueryTimeout
+from sessiondb.liveness import check_locally_on_checkout
+from sessiondb.values import normalize_uuid, parse_session_id
+
+if TYPE_CHECKING:
+    from sessiondb.database import Database
+
+_INSERT = "INSERT INTO sessions DEFAULT VALUES RETURNING id, created_at"
+_SELECT = "SELECT id, created_at FROM sessions WHERE id = $1"
+_DELETE = "DELETE FROM sessions WHERE id = $1 RETURNING id"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A session row as plain values: ``id`` a plain ``uuid.UUID``, ``created_at`` aware UTC."""
+
+    id: uuid.UUID
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, str]:
+        """``{"id": "<lowercase uuid>", "created_at": "<ISO 8601, +00:00>"}``, like ``Session.to_dict()``."""
+        return {"id": str(self.id), "created_at": self.created_at.isoformat()}
+
+
+def _record(row: asyncpg.Record) -> SessionRecord:
+    created_at: datetime = row[1]
+    # asyncpg returns aware datetimes for timestamptz; a naive one could only be UTC on the wire.
+    utc = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
+    return SessionRecord(normalize_uuid(row[0]), utc)
+
+
+class FastSessions:
+    """The fast path: ``await db.fast.create_session()`` and friends. Obtain it as ``db.fast``."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._in_transaction = db.pool_settings.pgbouncer
+
+    async def create_session(self) -> SessionRecord:
+        """Insert a session and return it, committed."""
+        row = await self._fetchrow(_INSERT)
+        assert row is not None  # INSERT ... RETURNING always yields the row
+        return _record(row)
+
+    async def get_session(self, session_id: uuid.UUID | str) -> SessionRecord | None:
+        """The committed session with this id, or ``None``. ``InvalidSessionId`` before any SQL."""
+        row = await self._fetchrow(_SELECT, parse_session_id(session_id))
+        return None if row is None else _record(row)
+
+    async def delete_session(self, session_id: uuid.UUID | str) -> bool:
+        """Delete and commit; ``True`` if it existed, ``False`` if not. ``InvalidSessionId`` before any SQL."""
+        return await self._fetchrow(_DELETE, parse_session_id(session_id)) is not None
+
+    async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        self._db._bind_to_running_loop()  # WrongEventLoop, as db.session() raises
+        # One greenlet hop for checkout + statement + return, instead of one per step.
+        result: asyncpg.Record | None = await greenlet_spawn(self._checkout_and_run, sql, args)
+        return result
+
+    def _checkout_and_run(self, sql: str, args: tuple[Any, ...]) -> asyncpg.Record | None:
+        db = self._db
+        counters = db._counters
+        counters.requests_waiting += 1
+        started = time.perf_counter()
+        try:
+            with check_locally_on_checkout():  # the statement follows at once: no ping round trip
+                fairy = db.engine.sync_engine.raw_connection()
+        except sa_exc.TimeoutError:
+            raise PoolTimeout(db._pool_timeout_message()) from None
+        except (TimeoutError, OSError, asyncpg.PostgresError, sa_exc.DBAPIError) as error:
+            raise db.unavailable(error) from error
+        finally:
+            counters.requests_waiting -= 1
+            counters.wait_ms_total += (time.perf_counter() - started) * 1000.0
+        driver: asyncpg.Connection = fairy.driver_connection  # type: ignore[assignment]
+        try:
+            statement = (
+                self._in_explicit_transaction(driver, sql, args)
+                if self._in_transaction
+                else driver.fetchrow(sql, *args)
+            )
+            row: asyncpg.Record | None = await_only(statement)
+        except TimeoutError as error:
+            # command_timeout: asyncpg abandoned the statement, so the connection's state is unknown.
+            fairy.invalidate(error)
+            fairy.close()
+            raise QueryTimeout(
+                f"statement to PostgreSQL at {db.server} exceeded PoolSettings.command_timeout; "
+                "the connection was discarded"
+            ) from error
+        except Exception as error:
+            lost = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+            if isinstance(error, lost) or driver.is_closed():
+                fairy.invalidate(error)
+                fairy.close()
+                raise ConnectionLost(
+                    f"lost the connection to PostgreSQL at {db.server} during a db.fast statement (whether "
+                    f"a write was applied is unknown; the connection was discarded): {error}"
+                ) from error
+            # The server refused the statement; the connection is fine (no transaction left open).
+            fairy.close()
+            raise
+        except BaseException:
+            # Cancelled mid-statement: the connection's protocol state is unknown, so never reuse it.
+            fairy.invalidate()
+            fairy.close()
+            raise
+        fairy.close()
+        return row
+
+    @staticmethod
+    async def _in_explicit_transaction(
+        driver: asyncpg.Connection, sql: str, args: tuple[Any, ...]
+    ) -> asyncpg.Record | None:
+        async with driver.transaction():
+            return await driver.fetchrow(sql, *args)
