@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, select
+from sqlalchemy import insert, select
 
 import sessiondb
 from sessiondb import (
@@ -46,7 +46,7 @@ NAIVE = datetime(2026, 1, 1, 12, 0)
 def statements(db: Database) -> Iterator[StatementLog]:
     log = StatementLog(db)
     yield log
-    event.remove(db.engine.sync_engine, "before_cursor_execute", log._record)
+    log.remove()
 
 
 async def assert_nothing_written(db: Database) -> None:
@@ -63,11 +63,11 @@ async def test_bad_session_ids_are_rejected_before_sql(db: Database, statements:
             async def use(operation: Any = operation, bad: object = bad, case: str = case) -> None:
                 async with db.session() as s:
                     await create_session(s)  # a write in the same transaction: it must not survive
-                    sent = len(statements.statements)
+                    sent = len(await statements.sent())
                     try:
                         await operation(s, bad)
                     finally:
-                        assert len(statements.statements) == sent, f"SQL was sent for {case}"
+                        assert len(await statements.sent()) == sent, f"SQL was sent for {case}"
 
             with pytest.raises(sessiondb.InvalidSessionId) as raised:
                 await use()
@@ -112,11 +112,11 @@ async def test_core_statements_with_bad_values_raise_our_error_before_sql(
         async def use(statement: Any = statement, case: str = case) -> None:
             async with db.session() as s:
                 await create_session(s)
-                sent = len(statements.statements)
+                sent = len(await statements.sent())
                 try:
                     await s.execute(statement)
                 finally:
-                    assert len(statements.statements) == sent, f"SQL was sent for {case}"
+                    assert len(await statements.sent()) == sent, f"SQL was sent for {case}"
 
         with pytest.raises(error) as raised:
             await use()

@@ -115,7 +115,7 @@ async def test_invalid_id_raises_before_any_sql(db: Database, bad_id: object, op
     async with db.session() as s:
         with pytest.raises(InvalidSessionId) as raised:
             await operation(s, bad_id)  # type: ignore[operator]
-        assert log.statements == []
+        assert await log.sent() == []
         assert await count_sessions(s) == 1
     assert isinstance(raised.value, ValueError)
     assert len(str(raised.value)) < 200
