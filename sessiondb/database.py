@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from sessiondb.errors import ConfigurationError, DatabaseUnavailable, PoolTimeout, WrongEventLoop
 from sessiondb.failures import translate_failure
 from sessiondb.guard import GuardedAsyncSession
+from sessiondb.held import remember_connection
 from sessiondb.liveness import begin_on_checkout, install_liveness_checks
 from sessiondb.settings import PoolSettings
 from sessiondb.stats import PoolCounters, pool_snapshot
@@ -119,7 +120,13 @@ class Database:
                     raise translated from error
                 raise
         finally:
-            await _run_to_completion(_close(s))
+            if s.in_transaction() or (isinstance(s, GuardedAsyncSession) and s.in_use_elsewhere()):
+                await _run_to_completion(_close(s))
+            else:
+                # Committed (the connection is already back in the pool) and nobody else is using the
+                # session: close() sends no SQL and never suspends, so a cancellation cannot interrupt
+                # it, and the shielded cleanup task (two extra event-loop turns) is not needed.
+                await s.close()
 
     def _bind_to_running_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -156,7 +163,9 @@ class Database:
         started = time.perf_counter()
         try:
             with begin_on_checkout():  # the unit of work's BEGIN doubles as the pre-ping
-                await s.connection()
+                connection = (await s.connection()).sync_connection
+            if connection is not None:
+                remember_connection(s, connection)
         except sa_exc.TimeoutError:
             raise PoolTimeout(self._pool_timeout_message()) from None
         except (TimeoutError, OSError, asyncpg.PostgresError, sa_exc.DBAPIError) as error:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,8 +52,12 @@ class GuardedAsyncSession(AsyncSession):
     _depth: int = 0
     _idle: asyncio.Event | None = None
 
-    @contextmanager
-    def _exclusive(self, operation: str) -> Iterator[None]:
+    def _claim(self, operation: str) -> None:
+        """Mark this task as inside ``operation``; pair with ``_release()`` in a ``finally``.
+
+        A method pair rather than a ``@contextmanager``: this runs on every session call, and the
+        generator machinery cost more than the check itself.
+        """
         task = asyncio.current_task()
         if self._owner is not None and self._owner is not task:
             raise ConcurrentSessionUse(
@@ -68,14 +71,17 @@ class GuardedAsyncSession(AsyncSession):
             if self._idle is not None:
                 self._idle.clear()
         self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if self._depth == 0:
-                self._owner, self._operation = None, ""
-                if self._idle is not None:
-                    self._idle.set()
+
+    def _release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._owner, self._operation = None, ""
+            if self._idle is not None:
+                self._idle.set()
+
+    def in_use_elsewhere(self) -> bool:
+        """Whether another task is inside a call on this session right now."""
+        return self._owner is not None and self._owner is not asyncio.current_task()
 
     async def wait_for_other_tasks(self) -> None:
         """Wait until no other task is inside a call on this session (before cleaning it up)."""
@@ -90,8 +96,11 @@ def _guarded(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
 
     @functools.wraps(original)
     async def method(self: GuardedAsyncSession, *args: Any, **kwargs: Any) -> Any:
-        with self._exclusive(name):
+        self._claim(name)
+        try:
             return await original(self, *args, **kwargs)
+        finally:
+            self._release()
 
     return method
 

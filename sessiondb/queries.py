@@ -10,7 +10,6 @@ execute), so the statements commit or roll back with the ``db.session()`` block.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -18,11 +17,13 @@ from typing import Any
 import asyncpg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from sessiondb.guard import GuardedAsyncSession
+from sessiondb.held import held_connection, remember_connection
 from sessiondb.model import Session
 from sessiondb.values import normalize_uuid, parse_session_id
 
@@ -42,39 +43,48 @@ async def _fetchrow(s: AsyncSession, operation: str, sql: str, *args: Any) -> as
     """Run one statement on the session's driver connection, inside the session's transaction."""
     # The statement bypasses AsyncSession's own methods, so claim the session for this task the
     # same way they do (db.session() hands out a GuardedAsyncSession): overlap is ConcurrentSessionUse.
-    claim = s._exclusive(operation) if isinstance(s, GuardedAsyncSession) else contextlib.nullcontext()
-    with claim:
-        connection = await s.connection()
-        pooled = await connection.get_raw_connection()
-        adapter: Any = pooled.dbapi_connection
-        driver: asyncpg.Connection = pooled.driver_connection  # type: ignore[assignment]
-        try:
-            if adapter._transaction is None:
-                # SQLAlchemy has not sent BEGIN yet (it would on its first execute): send it now,
-                # through the adapter, so the session's commit and rollback end this transaction.
-                await adapter._start_transaction()
-            row: asyncpg.Record | None = await driver.fetchrow(sql, *args)
-            return row
-        except sa_exc.DBAPIError:
-            raise
-        except Exception as error:
-            raise _as_sqlalchemy_error(connection, adapter, sql, args, error) from error
-        except BaseException:
-            # Interrupted mid-statement (cancelled): what it left on the connection is unknown, so
-            # discard the connection, as SQLAlchemy does for its own statements.
-            _invalidate(connection)
-            raise
+    guard = s if isinstance(s, GuardedAsyncSession) else None
+    if guard is not None:
+        guard._claim(operation)
+    try:
+        return await _fetchrow_claimed(s, sql, args)
+    finally:
+        if guard is not None:
+            guard._release()
 
 
-def _invalidate(connection: AsyncConnection, error: BaseException | None = None) -> None:
-    # The synchronous Connection.invalidate(): outside a greenlet the adapter closes the socket at
-    # once, with nothing to await, so a second cancellation cannot interrupt it.
-    if connection.sync_connection is not None:
-        connection.sync_connection.invalidate(error)
+async def _fetchrow_claimed(s: AsyncSession, sql: str, args: tuple[Any, ...]) -> asyncpg.Record | None:
+    held = held_connection(s)  # db.session()'s own connection: no greenlet hops to reach it
+    if held is None:
+        async_connection = await s.connection()
+        pooled = await async_connection.get_raw_connection()
+        connection = async_connection.sync_connection
+        assert connection is not None
+        remember_connection(s, connection)
+    else:
+        connection, pooled = held
+    adapter: Any = pooled.dbapi_connection
+    driver: asyncpg.Connection = pooled.driver_connection  # type: ignore[assignment]
+    try:
+        if adapter._transaction is None:
+            # SQLAlchemy has not sent BEGIN yet (it would on its first execute): send it now,
+            # through the adapter, so the session's commit and rollback end this transaction.
+            await adapter._start_transaction()
+        row: asyncpg.Record | None = await driver.fetchrow(sql, *args)
+        return row
+    except sa_exc.DBAPIError:
+        raise
+    except Exception as error:
+        raise _as_sqlalchemy_error(connection, adapter, sql, args, error) from error
+    except BaseException:
+        # Interrupted mid-statement (cancelled): what it left on the connection is unknown, so
+        # discard the connection, as SQLAlchemy does for its own statements.
+        connection.invalidate()
+        raise
 
 
 def _as_sqlalchemy_error(
-    connection: AsyncConnection, adapter: Any, sql: str, args: tuple[Any, ...], error: Exception
+    connection: Connection, adapter: Any, sql: str, args: tuple[Any, ...], error: Exception
 ) -> Exception:
     """What SQLAlchemy's own execute would raise: its ``DBAPIError`` class for the driver error, and,
     when the connection is gone, the connection invalidated and ``connection_invalidated`` set (which
@@ -87,10 +97,10 @@ def _as_sqlalchemy_error(
         return error
     if not isinstance(translated, adapter.dbapi.Error):
         return translated  # e.g. a TimeoutError from command_timeout: left for db.session() to type
-    dialect = connection.sync_engine.dialect
+    dialect = connection.dialect
     lost = bool(dialect.is_disconnect(translated, adapter, None))
     if lost:
-        _invalidate(connection, translated)
+        connection.invalidate(translated)
     wrapped: Exception = sa_exc.DBAPIError.instance(
         sql, args, translated, adapter.dbapi.Error, connection_invalidated=lost, dialect=dialect
     )

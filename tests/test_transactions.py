@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 import sessiondb.database
 from sessiondb import Database, count_sessions, create_session, get_session
-from tests.helpers import fetchval
+from tests.helpers import fetch, fetchval
 
 
 class Boom(Exception):
@@ -109,3 +109,40 @@ async def test_dispose_closes_pooled_connections(db: Database, database_url: str
     assert await fetchval(database_url, query, app_name) == 0
     async with db.session() as s:  # usable again after dispose
         assert await count_sessions(s) == 1
+
+
+async def test_commit_inside_the_block_then_error_keeps_only_the_committed_row(db: Database, database_url: str) -> None:
+    # The statements reuse the connection remembered at checkout; after the caller's own commit that
+    # connection is back in the pool, so the next statement must run in a new transaction of the
+    # session, which the error then rolls back.
+    with pytest.raises(Boom):
+        async with db.session() as s:
+            first_id = (await create_session(s)).id
+            await s.commit()
+            second_id = (await create_session(s)).id
+            raise Boom
+    ids = {row["id"] for row in await fetch(database_url, "SELECT id FROM sessions")}
+    assert ids == {first_id}
+    assert second_id not in ids
+    assert db.pool_stats()["checked_out"] == 0
+
+
+async def test_rollback_inside_the_block_then_more_work_commits_the_later_rows(db: Database, database_url: str) -> None:
+    async with db.session() as s:
+        discarded_id = (await create_session(s)).id
+        await s.rollback()
+        kept_id = (await create_session(s)).id
+    ids = {row["id"] for row in await fetch(database_url, "SELECT id FROM sessions")}
+    assert ids == {kept_id}
+    assert discarded_id not in ids
+    assert db.pool_stats()["checked_out"] == 0
+
+
+async def test_orm_statements_and_session_functions_share_one_transaction(db: Database, database_url: str) -> None:
+    with pytest.raises(Boom):
+        async with db.session() as s:
+            await create_session(s)
+            await s.execute(text("INSERT INTO sessions DEFAULT VALUES"))
+            await create_session(s)
+            raise Boom
+    assert await fetchval(database_url, "SELECT count(*) FROM sessions") == 0
