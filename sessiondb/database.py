@@ -14,15 +14,16 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 from sessiondb.errors import ConfigurationError, DatabaseUnavailable, PoolTimeout, WrongEventLoop
 from sessiondb.failures import translate_failure
-from sessiondb.guard import GuardedAsyncSession
-from sessiondb.held import remember_connection
 from sessiondb.liveness import begin_on_checkout, install_liveness_checks
 from sessiondb.settings import PoolSettings
 from sessiondb.stats import PoolCounters, pool_snapshot
+from sessiondb.unit import UnitAsyncSession, UnitOfWork
 from sessiondb.urls import describe_server, parse_database_url
 
 if TYPE_CHECKING:
@@ -46,7 +47,23 @@ class Database:
         self.url: URL = parse_database_url(url)
         self.pool_settings = pool
         self.server = describe_server(self.url)
-        self.engine = create_async_engine(
+        self.engine = self._create_engine(pool)
+        if pool.pre_ping:
+            install_liveness_checks(self.engine)  # pre-ping without its extra round trips
+        self._counters = PoolCounters()
+        self._counters.listen(self.engine.sync_engine.pool)
+        # expire_on_commit=False: reading an attribute after commit must not trigger lazy IO,
+        # which in async code fails with MissingGreenlet.
+        # UnitAsyncSession: db.session()'s unit of work (sessiondb/unit.py); two tasks on one session
+        # fail with ConcurrentSessionUse (sessiondb/guard.py).
+        self.sessionmaker = async_sessionmaker(
+            self.engine, class_=UnitAsyncSession, expire_on_commit=False, autoflush=False
+        )
+        # The loop whose connections the pool holds; set on first use, cleared by dispose().
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _create_engine(self, pool: PoolSettings) -> AsyncEngine:
+        return create_async_engine(
             self.url,
             pool_size=pool.size,
             max_overflow=pool.max_overflow,
@@ -56,18 +73,6 @@ class Database:
             pool_use_lifo=pool.use_lifo,
             connect_args=self._connect_args(pool),
         )
-        if pool.pre_ping:
-            install_liveness_checks(self.engine)  # pre-ping without its extra round trips
-        self._counters = PoolCounters()
-        self._counters.listen(self.engine.sync_engine.pool)
-        # expire_on_commit=False: reading an attribute after commit must not trigger lazy IO,
-        # which in async code fails with MissingGreenlet.
-        # GuardedAsyncSession: two tasks on one session fail with ConcurrentSessionUse (sessiondb/guard.py).
-        self.sessionmaker = async_sessionmaker(
-            self.engine, class_=GuardedAsyncSession, expire_on_commit=False, autoflush=False
-        )
-        # The loop whose connections the pool holds; set on first use, cleared by dispose().
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @staticmethod
     def _connect_args(pool: PoolSettings) -> dict[str, Any]:
@@ -105,14 +110,15 @@ class Database:
         ``ConnectionLost``, ``QueryTimeout``, ``ConcurrentSessionUse``, ``WrongEventLoop``.
         """
         self._bind_to_running_loop()
+        unit = UnitOfWork(self.engine.sync_engine, await self._checkout(), self.server)
         s = self.sessionmaker()
+        s.attach_unit(unit)
         committing = False
         try:
-            await self._checkout(s)
             try:
                 yield s
                 committing = True
-                await s.commit()
+                await s.commit_unit()
             except BaseException as error:
                 await _run_to_completion(_rollback_quietly(s))
                 translated = translate_failure(error, self.server, during_commit=committing)
@@ -120,13 +126,12 @@ class Database:
                     raise translated from error
                 raise
         finally:
-            if s.in_transaction() or (isinstance(s, GuardedAsyncSession) and s.in_use_elsewhere()):
-                await _run_to_completion(_close(s))
+            if s.in_use_elsewhere():
+                await _run_to_completion(_release_after_other_tasks(s))
             else:
-                # Committed (the connection is already back in the pool) and nobody else is using the
-                # session: close() sends no SQL and never suspends, so a cancellation cannot interrupt
-                # it, and the shielded cleanup task (two extra event-loop turns) is not needed.
-                await s.close()
+                # Nothing is left to send (the transaction has ended or the connection is discarded),
+                # so this never suspends and a cancellation cannot interrupt it.
+                s.release_unit()
 
     def _bind_to_running_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -156,23 +161,28 @@ class Database:
         async with self.session() as s:
             yield s
 
-    async def _checkout(self, s: AsyncSession) -> None:
-        # Take the connection up front so pool and connect failures surface as our typed errors.
+    async def _checkout(self) -> PoolProxiedConnection:
+        """A pooled connection with ``BEGIN`` sent (which doubles as the pre-ping), or a typed error."""
         counters = self._counters
         counters.requests_waiting += 1
         started = time.perf_counter()
         try:
-            with begin_on_checkout():  # the unit of work's BEGIN doubles as the pre-ping
-                connection = (await s.connection()).sync_connection
-            if connection is not None:
-                remember_connection(s, connection)
+            with begin_on_checkout():
+                fairy: PoolProxiedConnection = await greenlet_spawn(self.engine.sync_engine.raw_connection)
+            return fairy
         except sa_exc.TimeoutError:
             raise PoolTimeout(self._pool_timeout_message()) from None
-        except (TimeoutError, OSError, asyncpg.PostgresError, sa_exc.DBAPIError) as error:
+        except self.connect_errors as error:
             raise self.unavailable(error) from error
         finally:
             counters.requests_waiting -= 1
             counters.wait_ms_total += (time.perf_counter() - started) * 1000.0
+
+    @functools.cached_property
+    def connect_errors(self) -> tuple[type[BaseException], ...]:
+        """What a failed connect raises through the pool: asyncpg's, the adapter's and SQLAlchemy's errors."""
+        dbapi_error: type[BaseException] = self.engine.sync_engine.dialect.loaded_dbapi.Error
+        return (TimeoutError, OSError, asyncpg.PostgresError, sa_exc.DBAPIError, dbapi_error)
 
     def unavailable(self, error: BaseException) -> DatabaseUnavailable:
         """A ``DatabaseUnavailable`` naming host and port (never the password) for ``error``."""
@@ -209,19 +219,17 @@ class Database:
         self._loop = None
 
 
-async def _rollback_quietly(s: AsyncSession) -> None:
+async def _rollback_quietly(s: UnitAsyncSession) -> None:
     # The rollback only tidies up: if it fails too (the connection is already gone), the caller
-    # must see the original error, and close() below discards the broken connection.
-    if isinstance(s, GuardedAsyncSession):
-        await s.wait_for_other_tasks()
+    # must see the original error, and release_unit() discards the broken connection.
+    await s.wait_for_other_tasks()
     with contextlib.suppress(Exception):
         await s.rollback()
 
 
-async def _close(s: AsyncSession) -> None:
-    if isinstance(s, GuardedAsyncSession):  # let a stray task's statement finish before closing
-        await s.wait_for_other_tasks()
-    await s.close()
+async def _release_after_other_tasks(s: UnitAsyncSession) -> None:
+    await s.wait_for_other_tasks()  # let a stray task's statement finish before the connection goes back
+    s.release_unit()
 
 
 async def _run_to_completion(cleanup: Coroutine[Any, Any, None]) -> None:

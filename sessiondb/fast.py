@@ -98,7 +98,7 @@ class FastSessions:
                 fairy = db.engine.sync_engine.raw_connection()
         except sa_exc.TimeoutError:
             raise PoolTimeout(db._pool_timeout_message()) from None
-        except (TimeoutError, OSError, asyncpg.PostgresError, sa_exc.DBAPIError) as error:
+        except db.connect_errors as error:
             raise db.unavailable(error) from error
         finally:
             counters.requests_waiting -= 1

@@ -15,16 +15,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
+from sessiondb.driver import run_on_driver
 from sessiondb.guard import GuardedAsyncSession
-from sessiondb.held import held_connection, remember_connection
 from sessiondb.model import Session
+from sessiondb.unit import UnitAsyncSession, UnitOfWork
 from sessiondb.values import normalize_uuid, parse_session_id
 
 _INSERT = "INSERT INTO sessions DEFAULT VALUES RETURNING id, created_at"
@@ -42,69 +41,58 @@ def _require_async_session(s: object) -> AsyncSession:
 async def _fetchrow(s: AsyncSession, operation: str, sql: str, *args: Any) -> asyncpg.Record | None:
     """Run one statement on the session's driver connection, inside the session's transaction."""
     # The statement bypasses AsyncSession's own methods, so claim the session for this task the
-    # same way they do (db.session() hands out a GuardedAsyncSession): overlap is ConcurrentSessionUse.
+    # same way they do (db.session() hands out a guarded session): overlap is ConcurrentSessionUse.
     guard = s if isinstance(s, GuardedAsyncSession) else None
     if guard is not None:
         guard._claim(operation)
     try:
-        return await _fetchrow_claimed(s, sql, args)
+        unit = _unit_for_statement(s)
+        if unit is not None:
+            return await unit.fetchrow(sql, args)
+        return await _fetchrow_through_session(s, sql, args)
     finally:
         if guard is not None:
             guard._release()
 
 
-async def _fetchrow_claimed(s: AsyncSession, sql: str, args: tuple[Any, ...]) -> asyncpg.Record | None:
-    held = held_connection(s)  # db.session()'s own connection: no greenlet hops to reach it
-    if held is None:
-        async_connection = await s.connection()
-        pooled = await async_connection.get_raw_connection()
-        connection = async_connection.sync_connection
-        assert connection is not None
-        remember_connection(s, connection)
-    else:
-        connection, pooled = held
+def _unit_for_statement(s: AsyncSession) -> UnitOfWork | None:
+    """``db.session()``'s unit of work, when the ORM side of ``s`` is in a state to share its transaction.
+
+    After a failed flush the ORM's transaction needs a rollback first; asking the session for its
+    connection then raises SQLAlchemy's own error for that, so such cases take the session path.
+    """
+    unit = s.unit if isinstance(s, UnitAsyncSession) else None
+    if unit is None:
+        return None
+    transaction = s.sync_session.get_transaction()
+    return unit if transaction is None or transaction.is_active else None
+
+
+async def _fetchrow_through_session(s: AsyncSession, sql: str, args: tuple[Any, ...]) -> asyncpg.Record | None:
+    """For any other ``AsyncSession``: its connection, with SQLAlchemy's lazily begun transaction opened first."""
+    async_connection = await s.connection()
+    pooled = await async_connection.get_raw_connection()
+    connection = async_connection.sync_connection
+    assert connection is not None
     adapter: Any = pooled.dbapi_connection
     driver: asyncpg.Connection = pooled.driver_connection  # type: ignore[assignment]
-    try:
+
+    async def statement() -> asyncpg.Record | None:
         if adapter._transaction is None:
             # SQLAlchemy has not sent BEGIN yet (it would on its first execute): send it now,
             # through the adapter, so the session's commit and rollback end this transaction.
             await adapter._start_transaction()
         row: asyncpg.Record | None = await driver.fetchrow(sql, *args)
         return row
-    except sa_exc.DBAPIError:
-        raise
-    except Exception as error:
-        raise _as_sqlalchemy_error(connection, adapter, sql, args, error) from error
-    except BaseException:
-        # Interrupted mid-statement (cancelled): what it left on the connection is unknown, so
-        # discard the connection, as SQLAlchemy does for its own statements.
-        connection.invalidate()
-        raise
 
-
-def _as_sqlalchemy_error(
-    connection: Connection, adapter: Any, sql: str, args: tuple[Any, ...], error: Exception
-) -> Exception:
-    """What SQLAlchemy's own execute would raise: its ``DBAPIError`` class for the driver error, and,
-    when the connection is gone, the connection invalidated and ``connection_invalidated`` set (which
-    ``db.session()`` reports as ``ConnectionLost``)."""
-    try:
-        adapter._handle_exception(error)  # always raises the adapter's DBAPI-style error
-    except Exception as raised:
-        translated = raised
-    else:  # pragma: no cover
-        return error
-    if not isinstance(translated, adapter.dbapi.Error):
-        return translated  # e.g. a TimeoutError from command_timeout: left for db.session() to type
-    dialect = connection.dialect
-    lost = bool(dialect.is_disconnect(translated, adapter, None))
-    if lost:
-        connection.invalidate(translated)
-    wrapped: Exception = sa_exc.DBAPIError.instance(
-        sql, args, translated, adapter.dbapi.Error, connection_invalidated=lost, dialect=dialect
+    return await run_on_driver(
+        statement(),
+        adapter=adapter,
+        dialect=connection.dialect,
+        invalidate=connection.invalidate,
+        statement=sql,
+        args=args,
     )
-    return wrapped
 
 
 def _attach(s: AsyncSession, session_id: uuid.UUID, created_at: datetime) -> Session:

@@ -16,8 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import NullPool
 
 from sessiondb.database import Database
-from sessiondb.guard import GuardedAsyncSession
-from sessiondb.liveness import install_liveness_checks
 from sessiondb.model import Session
 from sessiondb.queries import create_session, delete_session, get_session
 from sessiondb.settings import PoolSettings
@@ -258,16 +256,8 @@ class SessiondbFast(SessiondbSession):
 class _NullPoolDatabase(Database):
     """``Database`` with pooling switched off: every checkout opens a new connection."""
 
-    def __init__(self, url: str, pool: PoolSettings) -> None:
-        super().__init__(url, pool)
-        self.engine = create_async_engine(self.url, poolclass=NullPool, connect_args=self._connect_args(pool))
-        if pool.pre_ping:
-            install_liveness_checks(self.engine)
-        self._counters = PoolCounters()
-        self._counters.listen(self.engine.sync_engine.pool)
-        self.sessionmaker = async_sessionmaker(
-            self.engine, class_=GuardedAsyncSession, expire_on_commit=False, autoflush=False
-        )
+    def _create_engine(self, pool: PoolSettings) -> AsyncEngine:
+        return create_async_engine(self.url, poolclass=NullPool, connect_args=self._connect_args(pool))
 
 
 class SessiondbNullpool(SessiondbSession):

@@ -1,0 +1,233 @@
+"""The unit of work behind ``db.session()``: one pooled connection, one transaction, and the
+``AsyncSession`` on it.
+
+A plain ``AsyncSession`` checks its connection out, begins, commits and returns it through
+SQLAlchemy's session, session-transaction, connection and pool layers, a greenlet hop for each
+step: on a one-statement unit of work that costs more client CPU than the round trips themselves
+(benchmarks/README.md). Here ``db.session()`` checks the connection out once (its ``BEGIN``
+doubles as the pre-ping, see ``sessiondb.liveness``), the session functions send their statements
+and the final ``COMMIT`` straight to asyncpg, and SQLAlchemy's ``Connection`` is only built when the
+block uses the ORM. Both kinds of statement share the one transaction:
+
+- ``UnitSession.get_bind()`` gives the ORM a ``Connection`` on the unit's pooled connection, so ORM
+  statements run in the transaction already open on it (SQLAlchemy's asyncpg adapter begins
+  lazily and finds it open), and the ORM's commit or rollback ends it;
+- ``UnitAsyncSession.commit()``, ``rollback()`` and ``close()`` end the ORM's part and then whatever
+  the session functions began on the driver, so ``await s.commit()`` inside the block commits both.
+
+A unit whose connection is lost stays lost: later statements in the block fail (``ConnectionLost``
+from the session functions, SQLAlchemy's own error from the ORM) instead of quietly continuing on
+a new connection without the work done before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.pool import PoolProxiedConnection
+
+from sessiondb.driver import run_on_driver
+from sessiondb.errors import ConnectionLost
+from sessiondb.guard import GuardedAsyncSession
+
+
+class UnitOfWork:
+    """The pooled connection one ``db.session()`` block holds, from checkout to its return."""
+
+    __slots__ = ("_connection", "_fairy", "engine", "server")
+
+    def __init__(self, engine: Engine, fairy: PoolProxiedConnection, server: str) -> None:
+        self.engine = engine
+        self.server = server
+        self._fairy = fairy
+        self._connection: Connection | None = None
+
+    def connection(self) -> Connection:
+        """SQLAlchemy's ``Connection`` on this unit's pooled connection, made when the ORM first needs it."""
+        if self._connection is None:
+            if not self._fairy.is_valid:
+                raise self._lost()
+            # No revalidation: after a loss the ORM must not carry on with a fresh connection either.
+            self._connection = Connection(self.engine, connection=self._fairy, _allow_revalidate=False)
+        return self._connection
+
+    @property
+    def usable(self) -> bool:
+        """Neither invalidated nor returned: statements may still be sent on it."""
+        connection = self._connection
+        if connection is not None:
+            return not connection.closed and not connection.invalidated
+        return self._fairy.is_valid
+
+    @property
+    def _adapter(self) -> Any:
+        """SQLAlchemy's asyncpg adapter (its ``_transaction`` is the open asyncpg transaction, if any)."""
+        return self._fairy.dbapi_connection
+
+    def driver_transaction_open(self) -> bool:
+        return self.usable and self._adapter._transaction is not None
+
+    def invalidate(self, error: BaseException | None = None) -> None:
+        """Discard the connection: the pool closes it and never hands it out again. No IO is awaited."""
+        connection = self._connection
+        if connection is not None:
+            if not connection.closed and not connection.invalidated:
+                connection.invalidate(error)
+        elif self._fairy.is_valid:
+            self._fairy.invalidate(error)
+
+    async def fetchrow(self, statement: str, args: tuple[Any, ...]) -> asyncpg.Record | None:
+        """Run one prepared statement in the unit's transaction (``BEGIN`` first if a commit ended the last)."""
+        if not self.usable:
+            raise self._lost()
+        adapter = self._adapter
+        if adapter._transaction is None:
+            await self._run(adapter._start_transaction(), "BEGIN", ())
+        driver: asyncpg.Connection = adapter.driver_connection
+        row: asyncpg.Record | None = await self._run(driver.fetchrow(statement, *args), statement, args)
+        return row
+
+    async def end_driver_transaction(self, *, commit: bool) -> None:
+        """``COMMIT`` or ``ROLLBACK`` what the session functions began, unless the ORM owns that transaction."""
+        if not self.driver_transaction_open():
+            return
+        connection = self._connection
+        if connection is not None and connection.in_transaction():
+            return  # begun through the ORM's Connection: the ORM's commit or rollback ends it
+        adapter = self._adapter
+        end = adapter._transaction.commit if commit else adapter._transaction.rollback
+        await self._run(adapter._call_and_discard(end), "COMMIT" if commit else "ROLLBACK", ())
+
+    def release(self) -> None:
+        """Return the connection to the pool. Once its transaction has ended this does no IO."""
+        if self.driver_transaction_open():
+            # Its transaction could not be ended (a failed rollback): never hand that state on.
+            self.invalidate()
+        if self._connection is not None:
+            self._connection.close()
+        elif self._fairy.is_valid:
+            self._fairy.close()
+
+    async def _run(self, operation: Any, statement: str, args: tuple[Any, ...]) -> Any:
+        return await run_on_driver(
+            operation,
+            adapter=self._adapter,
+            dialect=self.engine.dialect,
+            invalidate=self.invalidate,
+            statement=statement,
+            args=args,
+        )
+
+    def _lost(self) -> ConnectionLost:
+        return ConnectionLost(
+            f"the connection to PostgreSQL at {self.server} was lost earlier in this db.session() block "
+            "(the transaction was not committed and the connection was discarded); "
+            "open a new db.session() to go on"
+        )
+
+
+class UnitSession(OrmSession):
+    """The ORM session of a unit of work: every statement goes to the unit's connection."""
+
+    unit: UnitOfWork | None = None
+
+    def get_bind(self, mapper: Any = None, *, clause: Any = None, bind: Any = None, **kw: Any) -> Any:
+        if self.unit is not None and bind is None:
+            return self.unit.connection()
+        return super().get_bind(mapper, clause=clause, bind=bind, **kw)
+
+
+class UnitAsyncSession(GuardedAsyncSession):
+    """The ``AsyncSession`` that ``db.session()`` yields. Without a unit it is a plain guarded session."""
+
+    sync_session_class = UnitSession
+    sync_session: UnitSession
+    unit: UnitOfWork | None = None
+
+    def attach_unit(self, unit: UnitOfWork) -> None:
+        self.unit = self.sync_session.unit = unit
+
+    def in_transaction(self) -> bool:
+        """True while a transaction is open: the ORM's, or the one ``db.session()`` began at checkout."""
+        return self.sync_session.in_transaction() or (self.unit is not None and self.unit.driver_transaction_open())
+
+    async def commit(self) -> None:
+        """Commit the ORM's work and the session functions' statements (flushing first, as usual)."""
+        if self.unit is None:
+            return await super().commit()
+        self._claim("commit")
+        try:
+            await super().commit()
+            await self.unit.end_driver_transaction(commit=True)
+        finally:
+            self._release()
+
+    async def commit_unit(self) -> None:
+        """``commit()`` for the end of a ``db.session()`` block: no greenlet hop when the ORM has nothing to do."""
+        unit = self.unit
+        assert unit is not None
+        if self.sync_session.in_transaction():
+            await self.commit()
+            return
+        self._claim("commit")
+        try:
+            await unit.end_driver_transaction(commit=True)
+        finally:
+            self._release()
+
+    async def rollback(self) -> None:
+        if self.unit is None:
+            return await super().rollback()
+        self._claim("rollback")
+        try:
+            try:
+                if self.sync_session.in_transaction():
+                    await super().rollback()
+            finally:
+                await self.unit.end_driver_transaction(commit=False)
+        finally:
+            self._release()
+
+    async def close(self) -> None:
+        """As ``AsyncSession.close()``: roll back and let go of every object. The unit keeps its connection."""
+        if self.unit is None:
+            return await super().close()
+        self._claim("close")
+        try:
+            try:
+                await super().close()
+            finally:
+                await self.unit.end_driver_transaction(commit=False)
+        finally:
+            self._release()
+
+    async def reset(self) -> None:
+        if self.unit is None:
+            return await super().reset()
+        self._claim("reset")
+        try:
+            try:
+                await super().reset()
+            finally:
+                await self.unit.end_driver_transaction(commit=False)
+        finally:
+            self._release()
+
+    async def invalidate(self) -> None:
+        if self.unit is not None:
+            self.unit.invalidate()
+        await super().invalidate()
+
+    def release_unit(self) -> None:
+        """End of the block: let go of every object and return the connection. No IO, no await."""
+        unit = self.unit
+        if unit is None:
+            return
+        if unit.driver_transaction_open():
+            unit.invalidate()  # not ended (a failed rollback): the ORM's close below must not send ROLLBACK
+        self.sync_session.close()
+        self.unit = self.sync_session.unit = None
+        unit.release()
