@@ -47,9 +47,9 @@ class UnitOfWork:
 
     def connection(self) -> Connection:
         """SQLAlchemy's ``Connection`` on this unit's pooled connection, made when the ORM first needs it."""
+        if not self.usable:
+            raise self.lost()
         if self._connection is None:
-            if not self._fairy.is_valid:
-                raise self._lost()
             # No revalidation: after a loss the ORM must not carry on with a fresh connection either.
             self._connection = Connection(self.engine, connection=self._fairy, _allow_revalidate=False)
         return self._connection
@@ -82,7 +82,7 @@ class UnitOfWork:
     async def fetchrow(self, statement: str, args: tuple[Any, ...]) -> asyncpg.Record | None:
         """Run one prepared statement in the unit's transaction (``BEGIN`` first if a commit ended the last)."""
         if not self.usable:
-            raise self._lost()
+            raise self.lost()
         adapter = self._adapter
         if adapter._transaction is None:
             await self._run(adapter._start_transaction(), "BEGIN", ())
@@ -121,7 +121,8 @@ class UnitOfWork:
             args=args,
         )
 
-    def _lost(self) -> ConnectionLost:
+    def lost(self) -> ConnectionLost:
+        """The error for any statement or commit after this unit's connection was lost."""
         return ConnectionLost(
             f"the connection to PostgreSQL at {self.server} was lost earlier in this db.session() block "
             "(the transaction was not committed and the connection was discarded); "
@@ -158,6 +159,8 @@ class UnitAsyncSession(GuardedAsyncSession):
         """Commit the ORM's work and the session functions' statements (flushing first, as usual)."""
         if self.unit is None:
             return await super().commit()
+        if not self.unit.usable:
+            raise self.unit.lost()  # nothing of the block's can commit any more
         self._claim("commit")
         try:
             await super().commit()
@@ -172,6 +175,8 @@ class UnitAsyncSession(GuardedAsyncSession):
         if self.sync_session.in_transaction():
             await self.commit()
             return
+        if not unit.usable:
+            raise unit.lost()
         self._claim("commit")
         try:
             await unit.end_driver_transaction(commit=True)

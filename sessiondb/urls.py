@@ -56,7 +56,7 @@ def asyncpg_dsn(url: str | URL) -> str:
 
 
 def describe_server(url: str | URL) -> str:
-    """``host:port/dbname`` (or the socket directory) for messages; never the password."""
+    """``host:port/dbname``, or ``socket-dir/.s.PGSQL.port/dbname`` for a Unix socket; never the password."""
     parsed = parse_database_url(url)
     host = parsed.host or parsed.query.get("host") or "localhost"
     if isinstance(host, tuple):
@@ -64,4 +64,7 @@ def describe_server(url: str | URL) -> str:
     port = parsed.port or parsed.query.get("port") or 5432
     if isinstance(port, tuple):
         port = ",".join(port)
+    if host.startswith("/"):
+        # A socket directory: name the socket file itself, so the port is not read as TCP.
+        return f"{host.rstrip('/')}/.s.PGSQL.{port}/{parsed.database or ''}"
     return f"{host}:{port}/{parsed.database or ''}"

@@ -15,6 +15,7 @@ import pytest
 from conftest import PgServer
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import sessiondb
@@ -156,6 +157,44 @@ async def test_connection_lost_at_commit_says_outcome_unknown(fault_url: str) ->
         with pytest.raises(sessiondb.ConnectionLost, match="during COMMIT, so whether the transaction committed"):
             await killed_before_commit()
         assert db.pool_stats()["checked_out"] == 0
+        async with db.session() as s:
+            assert await count_sessions(s) == 0
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.parametrize("orm_used", [False, True], ids=["functions-only", "orm-too"])
+async def test_block_cannot_carry_on_after_losing_its_connection(fault_url: str, orm_used: bool) -> None:
+    # A caller that catches the loss and goes on must not end up committing the rest of the block
+    # on a fresh connection without the work done before: every later statement fails too.
+    db = Database(fault_url, POOL)
+    later_errors: list[BaseException] = []
+
+    async def catch_and_carry_on() -> None:
+        async with db.session() as s:
+            await create_session(s)
+            if orm_used:
+                await s.execute(text("SELECT 1"))
+            [(pid, _, _)] = await backend_states(fault_url)
+            await terminate_backend(fault_url, pid)
+            with pytest.raises(DBAPIError) as lost:  # typed as ConnectionLost when it leaves the block
+                await create_session(s)
+            assert lost.value.connection_invalidated
+            for later in (create_session(s), s.execute(text("INSERT INTO sessions DEFAULT VALUES"))):
+                try:
+                    await later
+                except Exception as error:
+                    later_errors.append(error)
+
+    try:
+        with pytest.raises(sessiondb.ConnectionLost):
+            await catch_and_carry_on()
+        assert len(later_errors) == 2, later_errors
+        for error in later_errors:
+            assert isinstance(error, sessiondb.ConnectionLost)
+            assert "earlier in this db.session() block" in str(error)
+        stats = db.pool_stats()
+        assert (stats["checked_out"], stats["connections_lost"], stats["connections_opened"]) == (0, 1, 1)
         async with db.session() as s:
             assert await count_sessions(s) == 0
     finally:

@@ -119,3 +119,17 @@ async def test_application_name_reaches_the_server(database_url: str) -> None:
             assert (await s.execute(text("SHOW application_name"))).scalar_one() == "svc-checkout"
     finally:
         await db.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "described"),
+    [
+        ("postgresql://u:hunter2@db.example:6543/app", "db.example:6543/app"),
+        ("postgresql://u:hunter2@db.example/app", "db.example:5432/app"),
+        # A socket directory names the socket file, so its port does not read as a TCP port.
+        ("postgresql://u:hunter2@/app?host=/run/postgresql", "/run/postgresql/.s.PGSQL.5432/app"),
+        ("postgresql://u:hunter2@/app?host=/tmp/pg/&port=5433", "/tmp/pg/.s.PGSQL.5433/app"),
+    ],
+)
+def test_server_description_names_host_and_port_or_socket(url: str, described: str) -> None:
+    assert Database(url).server == described

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 import sessiondb.database
-from sessiondb import Database, count_sessions, create_session, get_session
+from sessiondb import Database, count_sessions, create_session, delete_session, get_session
 from tests.helpers import fetch, fetchval
 
 
@@ -146,3 +147,54 @@ async def test_orm_statements_and_session_functions_share_one_transaction(db: Da
             await create_session(s)
             raise Boom
     assert await fetchval(database_url, "SELECT count(*) FROM sessions") == 0
+
+
+async def test_close_inside_the_block_discards_the_session_functions_work(db: Database, database_url: str) -> None:
+    # AsyncSession.close() rolls back; statements sent straight to the driver must go with it, and
+    # the session stays usable on the same checkout for what follows.
+    async with db.session() as s:
+        discarded_id = (await create_session(s)).id
+        await s.close()
+        kept_id = (await create_session(s)).id
+    ids = {row["id"] for row in await fetch(database_url, "SELECT id FROM sessions")}
+    assert ids == {kept_id}
+    assert discarded_id not in ids
+    stats = db.pool_stats()
+    assert (stats["checked_out"], stats["checkouts"]) == (0, 1)
+
+
+async def test_block_is_in_a_transaction_from_the_start(db: Database, database_url: str) -> None:
+    async with db.session() as s:
+        assert s.in_transaction()
+        query = "SELECT state FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1"
+        states = await fetch(database_url, query, db.pool_settings.application_name)
+        assert [row["state"] for row in states] == ["idle in transaction"]
+    assert not s.in_transaction()
+
+
+async def test_orm_statement_then_session_function_then_orm_commit(db: Database, database_url: str) -> None:
+    # The ORM opens its transaction on the unit's connection first; create_session joins it, and
+    # the caller's own commit through the ORM commits both.
+    with pytest.raises(Boom):
+        async with db.session() as s:
+            await s.execute(text("INSERT INTO sessions DEFAULT VALUES"))
+            await create_session(s)
+            await s.commit()
+            await create_session(s)  # after the commit: a new transaction, rolled back by the error
+            raise Boom
+    assert await fetchval(database_url, "SELECT count(*) FROM sessions") == 2
+    assert db.pool_stats()["checked_out"] == 0
+
+
+async def test_sessions_not_made_by_db_session_still_work(db: Database, database_url: str) -> None:
+    # db.sessionmaker() (and any AsyncSession on the engine) has no unit of work: the functions
+    # then use the session's own connection and transaction.
+    async with db.sessionmaker() as s:
+        created = await create_session(s)
+        assert await get_session(s, created.id) is created
+        await s.commit()
+    async with AsyncSession(db.engine) as plain:
+        assert await delete_session(plain, created.id)
+        await plain.rollback()
+    assert await fetchval(database_url, "SELECT count(*) FROM sessions WHERE id = $1", created.id) == 1
+    assert db.pool_stats()["checked_out"] == 0
