@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from rich.console import Console
+from sqlalchemy.exc import DBAPIError
 
 from sessiondb.database import DATABASE_URL_ENV
 from sessiondb.errors import SessionDBError
@@ -108,11 +109,12 @@ def cmd_purge(args: argparse.Namespace, url: str, console: Console) -> int:
     from sessiondb.database import Database
     from sessiondb.durations import parse_duration
     from sessiondb.purge import purge_sessions
+    from sessiondb.settings import PoolSettings
 
     older_than = parse_duration(args.older_than)
 
     async def purge() -> int:
-        db = Database(url)
+        db = Database(url, PoolSettings.from_env())  # SESSIONDB_PGBOUNCER=1 and friends apply here too
         try:
             async with db.session() as s:
                 return await purge_sessions(s, older_than, args.batch_size, dry_run=args.dry_run)
@@ -152,15 +154,25 @@ def cmd_check(args: argparse.Namespace, url: str, console: Console) -> int:
     return EXIT_OK
 
 
-def _duration(text: str) -> str:
+def _retention_age(text: str) -> str:
     """Validated at parse time (argparse prints the error); kept as text for messages."""
     from sessiondb.durations import parse_duration
+    from sessiondb.purge import check_older_than
 
     try:
-        parse_duration(text)
+        check_older_than(parse_duration(text))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return text
+
+
+def _batch_size(text: str) -> int:
+    from sessiondb.purge import check_batch_size
+
+    try:
+        return check_batch_size(_positive_int(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -200,8 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.set_defaults(run=cmd_rollback)
 
     purge = commands.add_parser("purge", parents=[common], help="delete sessions older than a duration, in batches")
-    purge.add_argument("--older-than", required=True, type=_duration, metavar="AGE", help="e.g. 30d, 12h, 90m")
-    purge.add_argument("--batch-size", type=_positive_int, default=5000, help="rows per transaction (default 5000)")
+    purge.add_argument("--older-than", required=True, type=_retention_age, metavar="AGE", help="e.g. 30d, 12h, 90m")
+    purge.add_argument(
+        "--batch-size", type=_batch_size, default=5000, help="rows per transaction, 1 to 100000 (default 5000)"
+    )
     purge.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
     purge.set_defaults(run=cmd_purge)
 
@@ -260,7 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Command = args.run
     try:
         with _server_url(args, console) as url:
-            return command(args, url, console)
+            try:
+                return command(args, url, console)
+            except DBAPIError as error:
+                # The server refused a statement (e.g. purge before `sessiondb migrate`): one line, no traceback.
+                reason = (str(error.orig).strip() or type(error.orig).__name__).splitlines()[0]
+                print(f"sessiondb: error: PostgreSQL at {describe_server(url)}: {reason}", file=sys.stderr)
+                return EXIT_FAILURE
     except SessionDBError as error:
         print(f"sessiondb: error: {error}", file=sys.stderr)
         return EXIT_FAILURE

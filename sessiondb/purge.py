@@ -13,6 +13,9 @@ from sessiondb.values import require_utc
 
 DEFAULT_BATCH_SIZE = 5000
 MAX_BATCH_SIZE = 100_000
+# A retention window longer than this is a typo (30000d for 30d), and a far larger one would put the
+# cutoff before the earliest timestamp PostgreSQL and Python can hold.
+MAX_AGE = timedelta(days=36_525)  # 100 years
 
 # ORDER BY created_at + LIMIT walks ix_sessions_created_at (migration 0003) from the oldest end; SKIP LOCKED
 # steps over rows another transaction holds instead of queueing behind it.
@@ -31,7 +34,8 @@ _DELETE_BATCH = text(
 _COUNT_OLDER = text("SELECT count(*) FROM sessions WHERE created_at < :cutoff")
 
 
-def _check_batch_size(batch_size: object) -> int:
+def check_batch_size(batch_size: object) -> int:
+    """``batch_size`` if it is an int in 1..MAX_BATCH_SIZE, else ``TypeError``/``ValueError``."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int):
         raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
@@ -39,12 +43,15 @@ def _check_batch_size(batch_size: object) -> int:
     return batch_size
 
 
-def _check_older_than(older_than: object) -> timedelta | datetime:
+def check_older_than(older_than: object) -> timedelta | datetime:
+    """A positive age up to ``MAX_AGE`` or an aware cutoff datetime, else ``TypeError``/``ValueError``."""
     if isinstance(older_than, datetime):
         return require_utc(older_than, name="older_than")  # a naive cutoff is ambiguous: rejected
     if isinstance(older_than, timedelta):
         if older_than <= timedelta(0):
             raise ValueError(f"older_than must be a positive timedelta, got {older_than!r}")
+        if older_than > MAX_AGE:
+            raise ValueError(f"older_than must be at most {MAX_AGE.days} days (100 years), got {older_than.days} days")
         return older_than
     raise TypeError(f"older_than must be a timedelta or an aware datetime, got {type(older_than).__name__}")
 
@@ -72,8 +79,8 @@ async def purge_sessions(
         raise TypeError(f"expected a sqlalchemy AsyncSession (from db.session()), got {type(s).__name__}")
     if s.new or s.dirty or s.deleted:
         raise ValueError("purge_sessions commits per batch: flush or discard the session's pending changes first")
-    cutoff_or_age = _check_older_than(older_than)
-    size = _check_batch_size(batch_size)
+    cutoff_or_age = check_older_than(older_than)
+    size = check_batch_size(batch_size)
 
     # The cutoff is fixed once, on the server's clock, so rows created while the purge runs never qualify.
     if isinstance(cutoff_or_age, datetime):

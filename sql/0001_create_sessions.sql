@@ -1,6 +1,10 @@
 -- 0001: the sessions table.
 -- Requires PostgreSQL 13+ for the built-in gen_random_uuid() (no pgcrypto extension needed).
--- Locks: creates a new table only; touches no existing object.
+-- Locks: creates a new table only; touches no existing object. The timeouts still bound a re-run that
+--   finds the table there (CREATE TABLE IF NOT EXISTS, COMMENT ON take locks on it then).
+
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '30s';
 
 DO $$
 BEGIN

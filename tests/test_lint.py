@@ -48,3 +48,18 @@ def test_missing_config_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureF
     shutil.copytree(default_migrations_dir(), tmp_path / "sql")
     assert main(["lint", "--migrations-dir", str(tmp_path / "sql")]) == 1
     assert f"no squawk configuration at {tmp_path / CONFIG_NAME}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("migration", sorted(p.name for p in default_migrations_dir().glob("*.sql")))
+def test_every_migration_file_is_linted_for_lock_timeouts(
+    migration: str, sql_copy: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # No file is excluded from the lint: drop a file's timeouts and squawk must notice.
+    path = sql_copy / migration
+    text = path.read_text()
+    assert "lock_timeout" in text
+    path.write_text("\n".join(line for line in text.splitlines() if "_timeout" not in line) + "\n")
+    assert run_squawk(sql_copy) != 0
+    output = capfd.readouterr().out
+    assert "require-lock-timeout" in output or "require-timeout-settings" in output, output
+    assert migration in output

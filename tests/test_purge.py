@@ -147,6 +147,8 @@ async def test_aware_datetime_cutoff_and_naive_one_rejected(db: Database, databa
         (timedelta(days=1), 0, ValueError, "between 1 and"),
         (timedelta(days=1), True, TypeError, "must be an int"),
         (timedelta(days=1), 10**6, ValueError, "between 1 and"),
+        # Would put the cutoff before any representable timestamp ("timestamp out of range" from the server).
+        (timedelta(days=999_999_999), 10, ValueError, "at most 36525 days"),
     ],
 )
 async def test_bad_arguments_are_rejected_before_any_sql(
@@ -188,8 +190,30 @@ def test_cli_purge_dry_run_then_purge(database_url: str, capsys: pytest.CaptureF
     assert capsys.readouterr().out.startswith("deleted 0 session(s)")
 
 
-def test_cli_purge_rejects_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--older-than", "30 days"], "invalid duration '30 days'"),
+        (["--older-than", "999999999d"], "at most 36525 days"),
+        (["--older-than", "30d", "--batch-size", "200000"], "between 1 and 100000, got 200000"),
+    ],
+)
+def test_cli_purge_rejects_bad_arguments_before_connecting(
+    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exited:
-        main(["purge", "--older-than", "30 days", "--database-url", "postgresql://u@localhost/x"])
+        main(["purge", *arguments, "--database-url", "postgresql://u@127.0.0.1:1/x"])
     assert exited.value.code == 2
-    assert "invalid duration '30 days'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_cli_purge_on_an_unmigrated_database_is_one_line(
+    empty_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["purge", "--older-than", "30d", "--database-url", empty_database_url]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("sessiondb: error: PostgreSQL at ")
+    assert 'relation "sessions" does not exist' in err
