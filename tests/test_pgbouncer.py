@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 from conftest import PgServer
 
@@ -25,6 +28,7 @@ from sessiondb import (
     get_session,
 )
 from sessiondb.pgbouncer import RunningPgBouncer, find_pgbouncer, run_pgbouncer
+from sessiondb.urls import asyncpg_dsn
 
 WORKERS = 8
 ROUNDS = 15
@@ -142,3 +146,27 @@ def test_pgbouncer_setting_turns_off_both_statement_caches() -> None:
     assert args["statement_cache_size"] == 0
     assert args["prepared_statement_cache_size"] == 0
     assert PoolSettings().effective_statement_cache_size == PoolSettings().statement_cache_size
+
+
+def test_cli_purge_through_pgbouncer_honours_the_setting(bouncer_url: str, database_url: str) -> None:
+    # `sessiondb purge` from cron behind PgBouncer: each run is a new process whose prepared statement
+    # names (asyncpg numbers them per process) collide with those earlier runs left on the shared
+    # server connections, unless SESSIONDB_PGBOUNCER=1 reaches the purge's pool.
+    async def seed() -> None:
+        conn = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            await conn.execute(
+                "INSERT INTO sessions (created_at) SELECT now() - interval '40 days' FROM generate_series(1, 90)"
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(seed())
+    command = [sys.executable, "-m", "sessiondb.cli", "purge", "--older-than", "30d", "--batch-size", "10"]
+    environment = {**os.environ, "SESSIONDB_PGBOUNCER": "1", "DATABASE_URL": bouncer_url}
+    outputs = []
+    for _ in range(3):
+        run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=60)
+        assert (run.returncode, run.stderr) == (0, "")
+        outputs.append(run.stdout.split(" session(s)")[0])
+    assert outputs == ["deleted 90", "deleted 0", "deleted 0"]
