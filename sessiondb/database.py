@@ -118,7 +118,7 @@ class Database:
             try:
                 yield s
                 committing = True
-                await s.commit_unit()
+                await s.commit()
             except BaseException as error:
                 await _run_to_completion(_rollback_quietly(s))
                 translated = translate_failure(error, self.server, during_commit=committing)

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import configure_mappers, make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 from sessiondb.driver import run_on_driver
 from sessiondb.guard import GuardedAsyncSession
@@ -30,6 +30,7 @@ _INSERT = "INSERT INTO sessions DEFAULT VALUES RETURNING id, created_at"
 _SELECT = "SELECT id, created_at FROM sessions WHERE id = $1"
 _DELETE = "DELETE FROM sessions WHERE id = $1 RETURNING id"
 _COUNT = select(func.count()).select_from(Session)
+_MAPPER = inspect(Session)
 
 
 def _require_async_session(s: object) -> AsyncSession:
@@ -96,16 +97,43 @@ async def _fetchrow_through_session(s: AsyncSession, sql: str, args: tuple[Any, 
 
 
 def _attach(s: AsyncSession, session_id: uuid.UUID, created_at: datetime) -> Session:
-    """A persistent ``Session`` for a row this transaction has seen, added to the identity map."""
+    """A persistent ``Session`` for a row this transaction has seen, in ``s``'s identity map."""
+    sid = normalize_uuid(session_id)
+    # asyncpg returns aware datetimes for timestamptz; a naive one could only be UTC on the wire.
+    utc = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
+    unit = s.unit if isinstance(s, UnitAsyncSession) else None
+    if unit is not None:
+        row = _load_into_identity_map(s, sid, utc)
+        unit.attached.append(row)  # expunged again if this transaction rolls back
+        return row
     row = Session()
     # Loaded values, as the ORM's own loading sets them: no change history, no per-attribute events
     # (Session.__setattr__'s validation is for callers' values; these come from the database).
-    set_committed_value(row, "id", normalize_uuid(session_id))
-    # asyncpg returns aware datetimes for timestamptz; a naive one could only be UTC on the wire.
-    utc = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
+    set_committed_value(row, "id", sid)
     set_committed_value(row, "created_at", utc)
     make_transient_to_detached(row)  # gives it its identity key
     s.add(row)  # now persistent: no SQL is sent for it at flush
+    return row
+
+
+def _load_into_identity_map(s: AsyncSession, session_id: uuid.UUID, created_at: datetime) -> Session:
+    """Make the row persistent in ``s`` the way SQLAlchemy's loader does for a query result.
+
+    Unlike ``s.add()`` this begins no ORM transaction (``db.session()``'s unit of work has the
+    database one), so a block that only uses the session functions never pays for the ORM's
+    begin, commit and close, several times the cost of the rest of the unit of work.
+    """
+    if not _MAPPER.configured:
+        configure_mappers()  # as Session() would first: new_instance() alone leaves the attributes unconfigured
+    sync_session = s.sync_session
+    key = _MAPPER.identity_key_from_primary_key((session_id,))
+    row: Session = _MAPPER.class_manager.new_instance()
+    state = instance_state(row)
+    state.dict["id"] = session_id  # loaded values: no history, no attribute events
+    state.dict["created_at"] = created_at
+    state.key = key
+    state.session_id = sync_session.hash_key
+    sync_session.identity_map._add_unpresent(state, key)
     return row
 
 

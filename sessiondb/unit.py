@@ -22,6 +22,7 @@ a new connection without the work done before.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -37,13 +38,15 @@ from sessiondb.guard import GuardedAsyncSession
 class UnitOfWork:
     """The pooled connection one ``db.session()`` block holds, from checkout to its return."""
 
-    __slots__ = ("_connection", "_fairy", "engine", "server")
+    __slots__ = ("_connection", "_fairy", "attached", "engine", "server")
 
     def __init__(self, engine: Engine, fairy: PoolProxiedConnection, server: str) -> None:
         self.engine = engine
         self.server = server
         self._fairy = fairy
         self._connection: Connection | None = None
+        # Rows the session functions put into the identity map during the current transaction.
+        self.attached: list[object] = []
 
     def connection(self) -> Connection:
         """SQLAlchemy's ``Connection`` on this unit's pooled connection, made when the ORM first needs it."""
@@ -156,68 +159,59 @@ class UnitAsyncSession(GuardedAsyncSession):
         return self.sync_session.in_transaction() or (self.unit is not None and self.unit.driver_transaction_open())
 
     async def commit(self) -> None:
-        """Commit the ORM's work and the session functions' statements (flushing first, as usual)."""
-        if self.unit is None:
-            return await super().commit()
-        if not self.unit.usable:
-            raise self.unit.lost()  # nothing of the block's can commit any more
-        self._claim("commit")
-        try:
-            await super().commit()
-            await self.unit.end_driver_transaction(commit=True)
-        finally:
-            self._release()
-
-    async def commit_unit(self) -> None:
-        """``commit()`` for the end of a ``db.session()`` block: no greenlet hop when the ORM has nothing to do."""
+        """Commit the ORM's work (flushing first, as usual) and the session functions' statements."""
         unit = self.unit
-        assert unit is not None
-        if self.sync_session.in_transaction():
-            await self.commit()
-            return
+        if unit is None:
+            return await super().commit()
         if not unit.usable:
-            raise unit.lost()
+            raise unit.lost()  # nothing of the block's can commit any more
         self._claim("commit")
         try:
+            if self.sync_session.in_transaction():  # the ORM's part; skipped (no greenlet hop) when it has none
+                await super().commit()
             await unit.end_driver_transaction(commit=True)
+            unit.attached.clear()
         finally:
             self._release()
 
     async def rollback(self) -> None:
-        if self.unit is None:
+        unit = self.unit
+        if unit is None:
             return await super().rollback()
         self._claim("rollback")
         try:
+            # Rows the session functions loaded or created in this transaction leave the session, as
+            # the ORM's rollback would make objects inserted in it transient again.
+            for row in unit.attached:
+                if row in self.sync_session:
+                    self.sync_session.expunge(row)
+            unit.attached.clear()
             try:
                 if self.sync_session.in_transaction():
                     await super().rollback()
             finally:
-                await self.unit.end_driver_transaction(commit=False)
+                await unit.end_driver_transaction(commit=False)
         finally:
             self._release()
 
     async def close(self) -> None:
         """As ``AsyncSession.close()``: roll back and let go of every object. The unit keeps its connection."""
-        if self.unit is None:
-            return await super().close()
-        self._claim("close")
-        try:
-            try:
-                await super().close()
-            finally:
-                await self.unit.end_driver_transaction(commit=False)
-        finally:
-            self._release()
+        await self._end_everything("close", super().close)
 
     async def reset(self) -> None:
-        if self.unit is None:
-            return await super().reset()
-        self._claim("reset")
+        await self._end_everything("reset", super().reset)
+
+    async def _end_everything(self, operation: str, orm_end: Callable[[], Awaitable[None]]) -> None:
+        unit = self.unit
+        if unit is None:
+            return await orm_end()
+        self._claim(operation)
         try:
+            unit.attached.clear()  # every object leaves the session
             try:
-                await super().reset()
+                await orm_end()
             finally:
-                await self.unit.end_driver_transaction(commit=False)
+                await unit.end_driver_transaction(commit=False)
         finally:
             self._release()
 

@@ -198,3 +198,16 @@ async def test_sessions_not_made_by_db_session_still_work(db: Database, database
         await plain.rollback()
     assert await fetchval(database_url, "SELECT count(*) FROM sessions WHERE id = $1", created.id) == 1
     assert db.pool_stats()["checked_out"] == 0
+
+
+async def test_rows_of_a_rolled_back_transaction_leave_the_session(db: Database) -> None:
+    # get_session must not answer from the identity map for a row whose INSERT was rolled back.
+    async with db.session() as s:
+        created = await create_session(s)
+        assert created in s
+        assert await get_session(s, created.id) is created  # same transaction: the same object
+        await s.rollback()
+        assert created not in s
+        assert await get_session(s, created.id) is None
+        assert created.to_dict()["id"] == str(created.id)  # still readable: detached, not expired
+    assert db.pool_stats()["checked_out"] == 0
