@@ -4,14 +4,22 @@ yoyo identifies a migration by its file name only, so a file edited after it was
 ``sessiondb migrate`` records the sha256 of each migration file's bytes in ``sessiondb_migration_checksum``,
 in the same transaction in which yoyo marks it applied. ``verify_migrations`` compares them with the files.
 Only the apply file is hashed: an edited ``.rollback.sql`` does not change what the database contains.
+
+A checksum belongs to one application of its migration. ``sessiondb rollback`` deletes it; a plain
+``yoyo rollback`` cannot, so a checksum recorded before the migration's current ``applied_at`` (yoyo's
+``_yoyo_migration.applied_at_utc``) is stale: it describes an earlier application, and ``compare`` treats
+it as ``unrecorded`` (which ``verify --record-missing`` then replaces). ``applied_at`` is the migrating
+client's clock: a plain ``yoyo apply`` from a machine whose clock runs behind by more than the time since
+the checksum was recorded is not noticed as a re-apply.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 CHECKSUM_TABLE = "sessiondb_migration_checksum"
 
@@ -25,6 +33,11 @@ CREATE TABLE IF NOT EXISTS {CHECKSUM_TABLE} (
 """
 
 CheckState = Literal["ok", "mismatch", "unrecorded", "missing_file"]
+
+
+class RecordedChecksum(NamedTuple):
+    sha256: str
+    recorded_at: datetime  # aware; never earlier than the application it was recorded for
 
 
 @dataclass(frozen=True)
@@ -45,7 +58,10 @@ class MigrationCheck:
         if self.state == "ok":
             return f"ok          {self.id}"
         if self.state == "unrecorded":
-            return f"unrecorded  {self.id}: no checksum recorded (applied by plain yoyo?); current {self.current}"
+            return (
+                f"unrecorded  {self.id}: no checksum recorded since it was last applied (by plain yoyo?); "
+                f"current {self.current}"
+            )
         if self.state == "missing_file":
             return f"MISSING     {self.id}: applied, but its file is gone from the migrations folder"
         return (
@@ -64,11 +80,23 @@ def ensure_table(backend: Any) -> None:
         backend.execute(CREATE_TABLE_SQL)
 
 
-def record(backend: Any, migration: Any, how: str) -> None:
-    """Store ``migration``'s checksum; call inside the transaction that marks it applied."""
+def record(backend: Any, migration: Any, how: str, *, migration_table: str) -> None:
+    """Store ``migration``'s checksum, replacing any; call once it is marked applied (when sessiondb applies
+    it, in the same transaction).
+
+    ``recorded_at`` is at least the migration's ``applied_at`` in ``migration_table`` (yoyo's): that is the
+    migrating client's clock, read after ``now()`` (the server's transaction start), and a checksum
+    recorded with it must not look older than the application it belongs to (``compare`` calls that stale).
+    """
+    applied_at = (
+        f"SELECT max(applied_at_utc) AT TIME ZONE 'UTC' FROM {backend.quote_identifier(migration_table)} "
+        "WHERE migration_id = :id"
+    )
     backend.execute(
-        f"INSERT INTO {CHECKSUM_TABLE} (migration_id, sha256, how) VALUES (:id, :sha, :how) "
-        "ON CONFLICT (migration_id) DO UPDATE SET sha256 = EXCLUDED.sha256, recorded_at = now(), how = EXCLUDED.how",
+        f"INSERT INTO {CHECKSUM_TABLE} (migration_id, sha256, how, recorded_at) "
+        f"VALUES (:id, :sha, :how, greatest(now(), ({applied_at}))) "
+        "ON CONFLICT (migration_id) DO UPDATE "
+        "SET sha256 = EXCLUDED.sha256, recorded_at = EXCLUDED.recorded_at, how = EXCLUDED.how",
         {"id": migration.id, "sha": file_checksum(migration.path), "how": how},
     )
 
@@ -78,19 +106,28 @@ def forget(backend: Any, migration_id: str) -> None:
     backend.execute(f"DELETE FROM {CHECKSUM_TABLE} WHERE migration_id = :id", {"id": migration_id})
 
 
-def recorded(backend: Any) -> dict[str, str]:
-    """``{migration_id: sha256}`` as stored."""
-    rows = backend.execute(f"SELECT migration_id, sha256 FROM {CHECKSUM_TABLE}").fetchall()
-    return {str(mid): str(sha) for mid, sha in rows}
+def recorded(backend: Any) -> dict[str, RecordedChecksum]:
+    """``{migration_id: RecordedChecksum}`` as stored; ``{}`` when the table does not exist (nothing created)."""
+    if CHECKSUM_TABLE not in backend.list_tables():
+        return {}
+    rows = backend.execute(f"SELECT migration_id, sha256, recorded_at FROM {CHECKSUM_TABLE}").fetchall()
+    return {str(mid): RecordedChecksum(str(sha), at) for mid, sha, at in rows}
 
 
-def compare(applied_ids: list[str], files: dict[str, Path], stored: dict[str, str]) -> list[MigrationCheck]:
-    """One ``MigrationCheck`` per applied migration, in ``applied_ids`` order."""
+def compare(
+    applied: dict[str, datetime], files: dict[str, Path], stored: dict[str, RecordedChecksum]
+) -> list[MigrationCheck]:
+    """One ``MigrationCheck`` per applied migration (``{id: applied_at}``, in the order applied).
+
+    A stored checksum older than the migration's ``applied_at`` is stale (see the module docstring):
+    reported as ``unrecorded``, never as a mismatch.
+    """
     checks = []
-    for mid in applied_ids:
+    for mid, applied_at in applied.items():
         path = files.get(mid)
         current = file_checksum(path) if path is not None else None
-        was = stored.get(mid)
+        entry = stored.get(mid)
+        was = entry.sha256 if entry is not None and entry.recorded_at >= applied_at else None
         state: CheckState
         if current is None:
             state = "missing_file"

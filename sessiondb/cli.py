@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--record-missing",
         action="store_true",
-        help="record checksums for migrations applied by plain yoyo (never overwrites a recorded one)",
+        help="record checksums for migrations applied by plain yoyo (replaces stale ones, never a current one)",
     )
     verify.add_argument("--migrations-dir", type=Path, help="default: the package's sql/ folder")
     verify.set_defaults(run=cmd_verify)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -10,9 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy.engine import URL
 from yoyo import exceptions as yoyo_exceptions
-from yoyo import read_migrations
+from yoyo import internalmigrations, read_migrations
 from yoyo.connections import get_backend_class, parse_uri
 
 from sessiondb import checksums
@@ -60,6 +62,37 @@ def _seconds(value: float, name: str) -> float:
 
 
 @contextmanager
+def _connected_backend(url: str | URL) -> Iterator[Any]:
+    """A yoyo backend connected to ``url``, closed on exit: nothing locked, nothing created."""
+    server = describe_server(url)
+    parsed = parse_uri(migration_url(url))
+    # psycopg prepares a statement once it has run 5 times, under per-connection names (_pg3_0, ...). Behind a
+    # transaction-mode pooler such as PgBouncer those collide on shared server connections, and yoyo reports the
+    # failing INSERT of its lock row as "Database locked". Migrations gain nothing from prepared statements, so
+    # never prepare; yoyo opens the connections that run migration steps from these same arguments.
+    parsed = parsed._replace(args={**parsed.args, "prepare_threshold": None})
+    try:
+        backend = get_backend_class(parsed.scheme)(parsed, MIGRATION_TABLE)
+    except Exception as error:
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {server}: {_first_line(error)}") from None
+    try:
+        yield backend
+    finally:
+        backend.connection.close()
+
+
+@contextmanager
+def _read_only_backend(url: str | URL) -> Iterator[Any]:
+    """A yoyo backend inside one read-only transaction: for status and verify, which must work for a role that
+    may only read, never wait for a running migration, and change nothing (not even create yoyo's tables)."""
+    with _connected_backend(url) as backend, backend.transaction(rollback_on_exit=True):
+        # Transaction-scoped, unlike a session setting that would outlive us on a pooled server connection.
+        # REPEATABLE READ: yoyo's table and the checksum table are read from one snapshot.
+        backend.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield backend
+
+
+@contextmanager
 def _locked_backend(
     url: str | URL,
     *,
@@ -77,25 +110,51 @@ def _locked_backend(
     lock_wait = _seconds(lock_wait, "lock_wait")
     stale_lock_after = _seconds(stale_lock_after, "stale_lock_after")
     server = describe_server(url)
-    parsed = parse_uri(migration_url(url))
-    try:
-        backend = get_backend_class(parsed.scheme)(parsed, MIGRATION_TABLE)
-    except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {server}: {reason}") from None
-    try:
+    with _connected_backend(url) as backend:
         deadline = time.monotonic() + lock_wait
         _take_advisory_lock(backend, server, deadline, lock_wait)
         backend.init_database()
         checksums.ensure_table(backend)
         _clear_yoyo_lock(backend, server, deadline, stale_lock_after, break_lock)
+        with _yoyo_lock_row(backend, server, timeout=max(1.0, deadline - time.monotonic())):
+            yield backend
+
+
+@contextmanager
+def _yoyo_lock_row(backend: Any, server: str, timeout: float) -> Iterator[None]:
+    """yoyo's ``backend.lock()``, failing with the real cause when its lock row cannot be inserted.
+
+    yoyo retries any failed INSERT of its row until ``timeout``, then reports "Database locked" whatever the
+    failure was (a failed BEGIN even leaves its transaction state wrong, so later attempts fail differently).
+    Only a unique violation means the row exists; the first other database error is the cause to name.
+    """
+    failures: list[psycopg.Error] = []
+    execute = backend.execute
+
+    def execute_noting_failures(sql: str, params: Any = None) -> Any:
         try:
-            with backend.lock(timeout=max(1.0, deadline - time.monotonic())):
-                yield backend
+            return execute(sql, params)
+        except psycopg.Error as error:
+            failures.append(error)
+            raise
+
+    with contextlib.ExitStack() as held:
+        backend.execute = execute_noting_failures
+        try:
+            held.enter_context(backend.lock(timeout=timeout))
         except yoyo_exceptions.LockTimeout as error:
+            cause = next((f for f in failures if not isinstance(f, psycopg.errors.UniqueViolation)), None)
+            if cause is not None:
+                raise MigrationError(f"cannot take yoyo's lock row on {server}: {_first_line(cause)}") from None
             raise MigrationError(f"migrations on {server} are locked: {error}") from None
-    finally:
-        backend.connection.close()
+        finally:
+            del backend.execute  # the class's own method again
+        yield
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _take_advisory_lock(backend: Any, server: str, deadline: float, lock_wait: float) -> None:
@@ -156,8 +215,7 @@ def _run(action: str, server: str, fn: Callable[[], _T]) -> _T:
     except (MigrationError, DatabaseUnavailable):
         raise
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise MigrationError(f"{action} failed on {server}: {reason}") from error
+        raise MigrationError(f"{action} failed on {server}: {_first_line(error)}") from error
 
 
 def apply_migrations(
@@ -187,7 +245,7 @@ def apply_migrations(
                 # Mark applied and record the checksum atomically: verify never sees one without the other.
                 with backend.transaction():
                     backend.mark_one(migration, log=False)
-                    checksums.record(backend, migration, how="sessiondb migrate")
+                    checksums.record(backend, migration, how="sessiondb migrate", migration_table=MIGRATION_TABLE)
             backend.run_post_apply(pending)
             return [m.id for m in pending]
 
@@ -223,8 +281,15 @@ def rollback_migrations(url: str | URL, count: int = 1, *, migrations_dir: Path 
 
 
 def _applied(backend: Any) -> list[tuple[str, str, datetime]]:
-    """``(migration_hash, migration_id, applied_at UTC)`` in the order applied."""
-    backend.ensure_internal_schema_updated()
+    """``(migration_hash, migration_id, applied_at UTC)`` in the order applied; ``[]`` where yoyo never ran.
+
+    Reads yoyo's table itself: yoyo's own accessors first create or upgrade its tables, which is a write.
+    """
+    version = internalmigrations.get_current_version(backend)
+    if version == 0:
+        return []
+    if version < max(internalmigrations.schema_versions):
+        raise MigrationError("yoyo's internal tables are from yoyo < 6; run `sessiondb migrate` once to upgrade them")
     rows = backend.execute(
         f"SELECT migration_hash, migration_id, applied_at_utc FROM {backend.quote_identifier(MIGRATION_TABLE)} "
         "ORDER BY applied_at_utc, migration_id"
@@ -233,11 +298,16 @@ def _applied(backend: Any) -> list[tuple[str, str, datetime]]:
 
 
 def migration_status(url: str | URL, *, migrations_dir: Path | None = None) -> list[dict[str, Any]]:
-    """One dict per migration file, in order: ``id``, ``applied`` (bool), ``applied_at`` (UTC or None)."""
+    """One dict per migration file, in order: ``id``, ``applied`` (bool), ``applied_at`` (UTC or None).
+
+    Read-only: takes no lock (so it never waits for a running migration), creates nothing and writes
+    nothing, so a role that may only read (e.g. one granted ``pg_read_all_data``) can run it. Where yoyo
+    never ran, every migration is pending.
+    """
     migrations = _read(migrations_dir)
 
     def status() -> list[dict[str, Any]]:
-        with _locked_backend(url) as backend:
+        with _read_only_backend(url) as backend:
             applied_at = {h: at for h, _, at in _applied(backend)}
             return [
                 {"id": m.id, "applied": m.hash in applied_at, "applied_at": applied_at.get(m.hash)} for m in migrations
@@ -251,22 +321,28 @@ def verify_migrations(
 ) -> list[MigrationCheck]:
     """Compare each applied migration's recorded sha256 with its file now (like Flyway ``validate``).
 
-    A migration applied by plain ``yoyo apply`` has no checksum (state ``unrecorded``);
-    ``record_missing=True`` records the current file's checksum for those (never overwrites one).
+    Read-only, like ``migration_status`` (no lock, nothing created or written). A migration applied by
+    plain ``yoyo apply`` has no checksum (state ``unrecorded``); so does one re-applied by plain yoyo after
+    a plain ``yoyo rollback``: a checksum recorded before the migration's current ``applied_at`` describes
+    an earlier application and is ignored as stale. ``record_missing=True`` records the current file's
+    checksum for those, replacing stale ones but never a current one; that writes, so it takes the
+    migration lock and needs the rights ``apply_migrations`` needs.
     """
     migrations = _read(migrations_dir)
+    by_id = {m.id: m for m in migrations}
     files = {m.id: Path(m.path) for m in migrations}
 
     def verify() -> list[MigrationCheck]:
-        with _locked_backend(url) as backend:
-            applied_ids = [mid for _, mid, _ in _applied(backend)]
-            checks = checksums.compare(applied_ids, files, checksums.recorded(backend))
+        opened = _locked_backend(url) if record_missing else _read_only_backend(url)
+        with opened as backend:
+            applied = {mid: at for _, mid, at in _applied(backend)}
+            checks = checksums.compare(applied, files, checksums.recorded(backend))
             if record_missing:
-                by_id = {m.id: m for m in migrations}
                 with backend.transaction():
                     for check in checks:
                         if check.state == "unrecorded":
-                            checksums.record(backend, by_id[check.id], how="sessiondb verify --record-missing")
+                            how = "sessiondb verify --record-missing"
+                            checksums.record(backend, by_id[check.id], how=how, migration_table=MIGRATION_TABLE)
             return checks
 
     return _run("verify", describe_server(url), verify)

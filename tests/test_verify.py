@@ -16,6 +16,7 @@ from sessiondb.migrations import _read, default_migrations_dir, verify_migration
 from sessiondb.urls import migration_url
 
 IMMUTABLE = "0002_sessions_immutable"
+INDEX = "0003_sessions_created_at_index"
 
 
 @pytest.fixture
@@ -27,6 +28,16 @@ def sql_copy(tmp_path: Path) -> Path:
 
 def _states(url: str, sql_dir: Path) -> dict[str, str]:
     return {c.id: c.state for c in verify_migrations(url, migrations_dir=sql_dir)}
+
+
+def _plain_yoyo(command: str, url: str, sql_dir: Path, *args: str) -> None:
+    """What a DBA runs: the yoyo CLI itself, on a migrations folder."""
+    yoyo = Path(sys.executable).parent / "yoyo"
+    subprocess.run(
+        [str(yoyo), command, "--batch", *args, "--database", migration_url(url), str(sql_dir)],
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_untouched_files_verify_ok(empty_database_url: str, sql_copy: Path) -> None:
@@ -76,13 +87,7 @@ def test_rollback_forgets_the_checksum_so_an_edited_file_can_be_reapplied(
 def test_plain_yoyo_apply_is_reported_as_unrecorded_then_recorded(
     empty_database_url: str, sql_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # What a DBA runs: the yoyo CLI itself, on the same folder (0003 exercises `-- transactional: false`).
-    yoyo = Path(sys.executable).parent / "yoyo"
-    subprocess.run(
-        [str(yoyo), "apply", "--batch", "--database", migration_url(empty_database_url), str(sql_copy)],
-        check=True,
-        capture_output=True,
-    )
+    _plain_yoyo("apply", empty_database_url, sql_copy)  # 0003 exercises `-- transactional: false`
     dsn = migration_url(empty_database_url).replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM _yoyo_migration").fetchone() == (len(_read(sql_copy)),)
@@ -94,3 +99,25 @@ def test_plain_yoyo_apply_is_reported_as_unrecorded_then_recorded(
 
     assert main([*args, "--record-missing"]) == 0
     assert set(_states(empty_database_url, sql_copy).values()) == {"ok"}
+
+
+def test_plain_yoyo_reapply_after_rollback_is_unrecorded_not_a_mismatch(
+    empty_database_url: str, sql_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    apply_migrations(empty_database_url, migrations_dir=sql_copy)
+    # Plain yoyo rolls back without deleting our checksum row, then applies an edited file.
+    _plain_yoyo("rollback", empty_database_url, sql_copy, "--revision", INDEX)
+    edited = sql_copy / f"{INDEX}.sql"
+    edited.write_text(edited.read_text() + "\n-- reviewed again\n")
+    _plain_yoyo("apply", empty_database_url, sql_copy)
+
+    # The left-over checksum describes the earlier application: stale, so not compared with the file.
+    assert _states(empty_database_url, sql_copy) == {"0001_create_sessions": "ok", IMMUTABLE: "ok", INDEX: "unrecorded"}
+    args = ["verify", "--database-url", empty_database_url, "--migrations-dir", str(sql_copy)]
+    assert main(args) == 0
+    assert f"unrecorded  {INDEX}: no checksum recorded since it was last applied" in capsys.readouterr().out
+
+    assert main([*args, "--record-missing"]) == 0  # replaces the stale checksum...
+    assert set(_states(empty_database_url, sql_copy).values()) == {"ok"}
+    edited.write_text(edited.read_text() + "-- and edited after that apply\n")
+    assert _states(empty_database_url, sql_copy)[INDEX] == "mismatch"  # ...with the applied file's
