@@ -126,11 +126,11 @@ class Database:
                     raise translated from error
                 raise
         finally:
-            if s.in_use_elsewhere():
-                await _run_to_completion(_release_after_other_tasks(s))
+            if s.in_use_elsewhere() or not unit.returns_without_io():
+                await _run_to_completion(_release_when_others_are_done(s))
             else:
-                # Nothing is left to send (the transaction has ended or the connection is discarded),
-                # so this never suspends and a cancellation cannot interrupt it.
+                # Nothing is left to send (the transaction has ended or the connection is discarded)
+                # and the pool keeps the connection, so this never suspends: nothing can interrupt it.
                 s.release_unit()
 
     def _bind_to_running_loop(self) -> None:
@@ -227,9 +227,9 @@ async def _rollback_quietly(s: UnitAsyncSession) -> None:
         await s.rollback()
 
 
-async def _release_after_other_tasks(s: UnitAsyncSession) -> None:
+async def _release_when_others_are_done(s: UnitAsyncSession) -> None:
     await s.wait_for_other_tasks()  # let a stray task's statement finish before the connection goes back
-    s.release_unit()
+    await greenlet_spawn(s.release_unit)  # where the pool can await closing an overflow connection
 
 
 async def _run_to_completion(cleanup: Coroutine[Any, Any, None]) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session as OrmSession
-from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
 from sessiondb.driver import run_on_driver
 from sessiondb.errors import ConnectionLost
@@ -104,8 +104,15 @@ class UnitOfWork:
         end = adapter._transaction.commit if commit else adapter._transaction.rollback
         await self._run(adapter._call_and_discard(end), "COMMIT" if commit else "ROLLBACK", ())
 
+    def returns_without_io(self) -> bool:
+        """Whether ``release()`` can run outside a greenlet: the pool keeps the connection rather than
+        closing it (an overflow connection with the pool full, or ``NullPool``, is closed: that is IO)."""
+        pool = self.engine.pool
+        return not self.usable or (isinstance(pool, QueuePool) and pool.checkedin() < pool.size())
+
     def release(self) -> None:
-        """Return the connection to the pool. Once its transaction has ended this does no IO."""
+        """Return the connection to the pool. Once its transaction has ended this does no IO, unless the
+        pool closes the connection (see ``returns_without_io``): then call it inside ``greenlet_spawn``."""
         if self.driver_transaction_open():
             # Its transaction could not be ended (a failed rollback): never hand that state on.
             self.invalidate()
@@ -221,7 +228,8 @@ class UnitAsyncSession(GuardedAsyncSession):
         await super().invalidate()
 
     def release_unit(self) -> None:
-        """End of the block: let go of every object and return the connection. No IO, no await."""
+        """End of the block: let go of every object and return the connection; no IO if
+        ``unit.returns_without_io()``, else call it inside ``greenlet_spawn``."""
         unit = self.unit
         if unit is None:
             return
