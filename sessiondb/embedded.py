@@ -94,13 +94,46 @@ def sigterm_as_keyboard_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        # Handle it as Ctrl-C is handled right now: under asyncio.run() that cancels the main task, which
+        # then unwinds in order. A KeyboardInterrupt raised here instead lands at any bytecode, even
+        # inside asyncpg's protocol callbacks (seen: crashes, hangs, lost signals). Where Ctrl-C is
+        # ignored (a background job of a script), the KeyboardInterrupt is still better than no cleanup.
+        ctrl_c = signal.getsignal(signal.SIGINT)
+        if callable(ctrl_c):
+            ctrl_c(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done, then raise ``KeyboardInterrupt``; main thread only.
+
+    For cleanup: a second Ctrl-C in the middle of stopping the server would otherwise leave its data
+    directory (or the server itself) behind.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise KeyboardInterrupt(f"signal {received[0]}")
 
 
 @contextlib.contextmanager
@@ -124,10 +157,11 @@ def embedded_postgres(*, durable: bool = True) -> Iterator[EmbeddedServer]:
                 _make_fast(server)
             yield server
         finally:
-            if handle is not None:
-                with contextlib.suppress(Exception):
-                    handle.cleanup()
-            shutil.rmtree(pgdata, ignore_errors=True)
+            with _interrupts_deferred():
+                if handle is not None:
+                    with contextlib.suppress(Exception):
+                        handle.cleanup()
+                shutil.rmtree(pgdata, ignore_errors=True)
 
 
 def _make_fast(server: EmbeddedServer) -> None:

@@ -95,3 +95,53 @@ def test_start_lock_is_private_to_this_user() -> None:
     info = lock_dir.stat()
     assert info.st_uid == os.geteuid()
     assert info.st_mode & 0o022 == 0
+
+
+def _start_long_bench() -> tuple[subprocess.Popen[str], Path, int]:
+    """``sessiondb bench`` on its embedded server, measuring (statements in flight); its pgdata and postmaster."""
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    command = [sys.executable, "-m", "sessiondb.cli", "bench", "--configs", "sessiondb-session"]
+    process = subprocess.Popen(
+        [*command, "--concurrency", "16", "--ops", "1000000", "--rounds", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("bench on "):  # "bench on <pgdata>/.s.PGSQL.5432/postgres: ..."
+            pgdata = Path(line.removeprefix("bench on ").split("/.s.PGSQL.")[0])
+            break
+    else:
+        raise AssertionError(f"the bench did not start: {process.communicate()}")
+    pid = _postmaster_pid(pgdata)
+    time.sleep(1.5)  # into the measured window: every worker is inside db.session()
+    return process, pgdata, pid
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "signals", [[signal.SIGTERM]] * 3 + [[signal.SIGINT], [signal.SIGINT, signal.SIGINT]],
+    ids=["sigterm-1", "sigterm-2", "sigterm-3", "ctrl-c", "ctrl-c-twice"],
+)
+def test_signals_mid_bench_stop_it_and_remove_the_server(signals: list[signal.Signals]) -> None:
+    # SIGTERM used to raise KeyboardInterrupt at whatever bytecode ran, even inside asyncpg's protocol
+    # callbacks (crashes, hangs, ignored signals); a second Ctrl-C interrupted the cleanup and left the
+    # data directory behind.
+    process, pgdata, pid = _start_long_bench()
+    try:
+        for sig in signals:
+            process.send_signal(sig)
+            time.sleep(0.05)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "sessiondb: interrupted", err[-3000:]
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
+    assert not pgdata.exists()
