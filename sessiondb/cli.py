@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from sqlalchemy.exc import DBAPIError
@@ -17,6 +18,9 @@ from sqlalchemy.exc import DBAPIError
 from sessiondb.database import DATABASE_URL_ENV
 from sessiondb.errors import SessionDBError
 from sessiondb.urls import describe_server, parse_database_url
+
+if TYPE_CHECKING:
+    from sessiondb.bench.command import BenchRequest
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -75,11 +79,10 @@ def cmd_rollback(args: argparse.Namespace, url: str, console: Console) -> int:
     return EXIT_OK
 
 
-def cmd_bench(args: argparse.Namespace, url: str, console: Console) -> int:
-    from sessiondb.bench.command import BenchRequest, check_request, run_bench_command
-    from sessiondb.migrations import apply_migrations
+def _bench_request(args: argparse.Namespace) -> BenchRequest:
+    from sessiondb.bench.command import BenchRequest
 
-    request = BenchRequest(
+    return BenchRequest(
         workload=args.workload,
         concurrency=args.concurrency,
         configs=args.configs,
@@ -89,7 +92,20 @@ def cmd_bench(args: argparse.Namespace, url: str, console: Console) -> int:
         json_path=Path(args.json) if args.json else None,
         plot_path=Path(args.plot) if args.plot else None,
     )
-    check_request(request)
+
+
+def precheck_bench(args: argparse.Namespace) -> None:
+    """Output paths and matplotlib, before an embedded server is started for nothing."""
+    from sessiondb.bench.command import check_request
+
+    check_request(_bench_request(args))
+
+
+def cmd_bench(args: argparse.Namespace, url: str, console: Console) -> int:
+    from sessiondb.bench.command import run_bench_command
+    from sessiondb.migrations import apply_migrations
+
+    request = _bench_request(args)
     apply_migrations(url)
     return run_bench_command(request, url, console)
 
@@ -241,7 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", parents=[common], help="benchmark the session workload on every client configuration"
     )
-    bench.add_argument("--workload", choices=("churn", "crd"), default="churn", help="churn: create+delete; crd: +read")
+    bench.add_argument(
+        "--workload",
+        choices=("crd", "churn"),
+        default="crd",
+        help="crd: create, read back, delete (default); churn: create, delete",
+    )
     bench.add_argument(
         "--concurrency", type=_parsed_by(parse_concurrency), metavar="N,...", help="workers (default 1,4,16,64)"
     )
@@ -256,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="c=16, 200 ops, one round: well under 20 s")
     bench.add_argument("--json", metavar="PATH", help="write one JSON object per run (config x concurrency) to PATH")
     bench.add_argument("--plot", metavar="PATH.png", help="plot throughput and p99 against concurrency (matplotlib)")
-    bench.set_defaults(run=cmd_bench)
+    bench.set_defaults(run=cmd_bench, precheck=precheck_bench)
     return parser
 
 
@@ -273,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_FAILURE
     command: Command = args.run
     try:
+        if getattr(args, "precheck", None) is not None:
+            args.precheck(args)
         with _server_url(args, console) as url:
             try:
                 return command(args, url, console)

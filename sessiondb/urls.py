@@ -39,9 +39,11 @@ def parse_database_url(url: str | URL) -> URL:
             f"use one of: {', '.join(s + '://' for s in ACCEPTED_SCHEMES)}"
         )
     try:
-        _ = parsed.port
+        port = parsed.port
     except ValueError:
         raise ConfigurationError("database URL has an invalid port") from None
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigurationError(f"database URL has an invalid port {port} (expected 1-65535)")
     return parsed.set(drivername=ASYNC_DRIVER)
 
 

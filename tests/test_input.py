@@ -131,6 +131,8 @@ async def test_core_statements_with_bad_values_raise_our_error_before_sql(
         "   ",
         "mysql://app:s3cret-pw@db:3306/app",
         "postgresql://app:s3cret-pw@db:notaport/app",
+        "postgresql://app:s3cret-pw@db:99999/app",  # was accepted, then failed at connect as "Port out of range"
+        "postgresql://app:s3cret-pw@db:0/app",
         "postgresql://app:s3cret-pw@db:5432/app\x00",
         "not a url at all s3cret-pw",
         12345,

@@ -30,7 +30,7 @@ NON_TTY_WIDTH = 160
 
 @dataclass(frozen=True)
 class BenchRequest:
-    workload: str = "churn"
+    workload: str = "crd"  # the main job: create, read back, delete
     concurrency: tuple[int, ...] | None = None
     configs: tuple[str, ...] | None = None
     ops: int | None = None

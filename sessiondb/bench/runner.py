@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import resource
 import sys
 import time
@@ -41,7 +40,7 @@ Advance = Callable[[str, int, int], None]  # (config name, concurrency, complete
 @dataclass(frozen=True)
 class BenchOptions:
     url: str
-    workload: str = "churn"
+    workload: str = "crd"
     concurrencies: tuple[int, ...] = (1, 4, 16, 64)
     configs: tuple[str, ...] = ()
     ops: int = 5000
@@ -243,11 +242,14 @@ async def _measure_pgbench(
 
 def plan(options: BenchOptions) -> list[tuple[str, int, int]]:
     """``(config, concurrency, ops)`` turns in the order they run."""
-    per_round = max(1, math.ceil(options.ops / options.rounds))
+    # Exactly options.ops per configuration and concurrency: the first rounds take the remainder.
+    base, extra = divmod(options.ops, options.rounds)
     turns = []
     for concurrency in options.concurrencies:
-        for _ in range(options.rounds):
-            turns += [(name, concurrency, per_round) for name in options.configs]
+        for round_ in range(options.rounds):
+            ops = base + (1 if round_ < extra else 0)
+            if ops:
+                turns += [(name, concurrency, ops) for name in options.configs]
     return turns
 
 
