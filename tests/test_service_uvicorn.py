@@ -185,3 +185,19 @@ def test_the_documented_command_runs_on_an_embedded_server_and_cleans_up_on_ctrl
         assert [p.name for p in tmpdir.iterdir() if p.name.startswith("sessiondb-pg-")] == []
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def test_a_bad_database_url_is_one_line_not_a_uvicorn_traceback() -> None:
+    environment = {**os.environ, "DATABASE_URL": "mysql://app:s3cret@db/app"}
+    run = subprocess.run(
+        [sys.executable, "-m", "examples.service", "--port", str(unused_local_port())],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "examples.service: error: DATABASE_URL: unsupported database URL scheme 'mysql'; "
+        "use one of: postgresql://, postgres://, postgresql+asyncpg://"
+    ]

@@ -15,9 +15,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from examples.service.app import create_app
-from sessiondb import apply_migrations
+from sessiondb import SessionDBError, apply_migrations
 from sessiondb.database import DATABASE_URL_ENV
 from sessiondb.embedded import embedded_postgres, sigterm_as_keyboard_interrupt
+from sessiondb.urls import parse_database_url
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,10 +51,17 @@ def serve(app: FastAPI, args: argparse.Namespace) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     app = create_app()  # before starting any server: a broken app should fail fast
+    url = os.environ.get(DATABASE_URL_ENV, "").strip()
+    if url:
+        try:
+            parse_database_url(url)  # one line now, not a traceback from the lifespan under uvicorn
+        except SessionDBError as error:
+            print(f"examples.service: error: {DATABASE_URL_ENV}: {error}", file=sys.stderr)
+            return 1
     started = True
     try:
         with sigterm_as_keyboard_interrupt():
-            if os.environ.get(DATABASE_URL_ENV, "").strip():
+            if url:
                 started = serve(app, args)
             else:
                 with embedded_postgres() as server:
