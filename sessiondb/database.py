@@ -8,7 +8,6 @@ import functools
 import os
 import time
 from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -56,9 +55,8 @@ class Database:
         # which in async code fails with MissingGreenlet.
         # UnitAsyncSession: db.session()'s unit of work (sessiondb/unit.py); two tasks on one session
         # fail with ConcurrentSessionUse (sessiondb/guard.py).
-        self.sessionmaker = async_sessionmaker(
-            self.engine, class_=UnitAsyncSession, expire_on_commit=False, autoflush=False
-        )
+        self.session_options: dict[str, Any] = {"expire_on_commit": False, "autoflush": False}
+        self.sessionmaker = async_sessionmaker(self.engine, class_=UnitAsyncSession, **self.session_options)
         # The loop whose connections the pool holds; set on first use, cleared by dispose().
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -101,37 +99,15 @@ class Database:
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """Yield an ``AsyncSession``: commit if the block succeeds, roll back and re-raise if it
-        raises, and always return the connection to the pool, even when the task is cancelled.
+    def session(self) -> SessionBlock:
+        """``async with db.session() as s``: an ``AsyncSession`` that commits if the block succeeds, rolls
+        back and re-raises if it raises, and always returns the connection to the pool, even when the
+        task is cancelled.
 
         Failures with a certain meaning come out typed: ``PoolTimeout``, ``DatabaseUnavailable``,
         ``ConnectionLost``, ``QueryTimeout``, ``ConcurrentSessionUse``, ``WrongEventLoop``.
         """
-        self._bind_to_running_loop()
-        unit = UnitOfWork(self.engine.sync_engine, await self._checkout(), self.server)
-        s = self.sessionmaker()
-        s.attach_unit(unit)
-        committing = False
-        try:
-            try:
-                yield s
-                committing = True
-                await s.commit()
-            except BaseException as error:
-                await _run_to_completion(_rollback_quietly(s))
-                translated = translate_failure(error, self.server, during_commit=committing)
-                if translated is not None:
-                    raise translated from error
-                raise
-        finally:
-            if s.in_use_elsewhere() or not unit.returns_without_io():
-                await _run_to_completion(_release_when_others_are_done(s))
-            else:
-                # Nothing is left to send (the transaction has ended or the connection is discarded)
-                # and the pool keeps the connection, so this never suspends: nothing can interrupt it.
-                s.release_unit()
+        return SessionBlock(self)
 
     def _bind_to_running_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -217,6 +193,55 @@ class Database:
         else:
             await self.engine.dispose()
         self._loop = None
+
+
+class SessionBlock:
+    """What ``db.session()`` returns; ``async with`` it once for one unit of work.
+
+    A class rather than ``@asynccontextmanager``: every round trip of the checkout and the commit is
+    resumed through each coroutine frame above it, and a generator-based context manager adds two.
+    """
+
+    __slots__ = ("_db", "_session")
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._session: UnitAsyncSession | None = None
+
+    async def __aenter__(self) -> AsyncSession:
+        if self._session is not None:
+            raise RuntimeError("a db.session() block cannot be entered twice; call db.session() again")
+        db = self._db
+        db._bind_to_running_loop()
+        s = UnitAsyncSession(db.engine, **db.session_options)  # what db.sessionmaker() makes, minus its kw merge
+        s.attach_unit(UnitOfWork(db.engine.sync_engine, await db._checkout(), db.server))
+        self._session = s
+        return s
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
+        s = self._session
+        assert s is not None
+        try:
+            if error is None:
+                try:
+                    await s.commit()
+                except BaseException as commit_error:
+                    await self._fail(s, commit_error, during_commit=True)
+                    raise
+            else:
+                await self._fail(s, error, during_commit=False)  # returning None re-raises the block's error
+        finally:
+            # Mostly released at once: nothing is left to send (the transaction has ended or the connection
+            # is discarded) and the pool keeps the connection, so nothing can interrupt it.
+            if not s.release_unit_if_no_io():
+                await _run_to_completion(_release_when_others_are_done(s))
+
+    async def _fail(self, s: UnitAsyncSession, error: BaseException, *, during_commit: bool) -> None:
+        """Roll back (to the end, even if cancelled meanwhile), then raise ``error``'s typed form, if any."""
+        await _run_to_completion(_rollback_quietly(s))
+        translated = translate_failure(error, self._db.server, during_commit=during_commit)
+        if translated is not None:
+            raise translated from error
 
 
 async def _rollback_quietly(s: UnitAsyncSession) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sessiondb.driver import run_on_driver
 from sessiondb.guard import GuardedAsyncSession
 from sessiondb.model import Session
-from sessiondb.unit import UnitAsyncSession, UnitOfWork
+from sessiondb.unit import UnitAsyncSession
 from sessiondb.values import normalize_uuid, parse_session_id
 
 _INSERT = "INSERT INTO sessions DEFAULT VALUES RETURNING id, created_at"
@@ -41,32 +41,22 @@ def _require_async_session(s: object) -> AsyncSession:
 
 async def _fetchrow(s: AsyncSession, operation: str, sql: str, *args: Any) -> asyncpg.Record | None:
     """Run one statement on the session's driver connection, inside the session's transaction."""
+    if not isinstance(s, GuardedAsyncSession):
+        return await _fetchrow_through_session(s, sql, args)
     # The statement bypasses AsyncSession's own methods, so claim the session for this task the
     # same way they do (db.session() hands out a guarded session): overlap is ConcurrentSessionUse.
-    guard = s if isinstance(s, GuardedAsyncSession) else None
-    if guard is not None:
-        guard._claim(operation)
+    s._claim(operation)
     try:
-        unit = _unit_for_statement(s)
+        unit = s.unit if isinstance(s, UnitAsyncSession) else None
         if unit is not None:
-            return await unit.fetchrow(sql, args)
+            # After a failed flush the ORM's transaction needs a rollback first; the session path then
+            # raises SQLAlchemy's own error for that.
+            transaction = s.sync_session.get_transaction()
+            if transaction is None or transaction.is_active:
+                return await unit.fetchrow(sql, args)
         return await _fetchrow_through_session(s, sql, args)
     finally:
-        if guard is not None:
-            guard._release()
-
-
-def _unit_for_statement(s: AsyncSession) -> UnitOfWork | None:
-    """``db.session()``'s unit of work, when the ORM side of ``s`` is in a state to share its transaction.
-
-    After a failed flush the ORM's transaction needs a rollback first; asking the session for its
-    connection then raises SQLAlchemy's own error for that, so such cases take the session path.
-    """
-    unit = s.unit if isinstance(s, UnitAsyncSession) else None
-    if unit is None:
-        return None
-    transaction = s.sync_session.get_transaction()
-    return unit if transaction is None or transaction.is_active else None
+        s._release()
 
 
 async def _fetchrow_through_session(s: AsyncSession, sql: str, args: tuple[Any, ...]) -> asyncpg.Record | None:
@@ -104,7 +94,7 @@ def _attach(s: AsyncSession, session_id: uuid.UUID, created_at: datetime) -> Ses
     unit = s.unit if isinstance(s, UnitAsyncSession) else None
     if unit is not None:
         row = _load_into_identity_map(s, sid, utc)
-        unit.attached.append(row)  # expunged again if this transaction rolls back
+        unit.rows.append(row)  # expunged again if this transaction rolls back
         return row
     row = Session()
     # Loaded values, as the ORM's own loading sets them: no change history, no per-attribute events
@@ -138,7 +128,10 @@ def _load_into_identity_map(s: AsyncSession, session_id: uuid.UUID, created_at: 
 
 
 def _in_identity_map(s: AsyncSession, session_id: uuid.UUID) -> Session | None:
-    found = s.sync_session.identity_map.get(s.sync_session.identity_key(Session, session_id))
+    identity_map = s.sync_session.identity_map
+    if not identity_map:
+        return None  # the common case, without building the key
+    found = identity_map.get(_MAPPER.identity_key_from_primary_key((session_id,)))
     return found if isinstance(found, Session) else None
 
 

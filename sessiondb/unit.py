@@ -28,9 +28,10 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
-from sessiondb.driver import run_on_driver
+from sessiondb.driver import as_sqlalchemy_error
 from sessiondb.errors import ConnectionLost
 from sessiondb.guard import GuardedAsyncSession
 
@@ -38,15 +39,21 @@ from sessiondb.guard import GuardedAsyncSession
 class UnitOfWork:
     """The pooled connection one ``db.session()`` block holds, from checkout to its return."""
 
-    __slots__ = ("_connection", "_fairy", "attached", "engine", "server")
+    __slots__ = ("_adapter", "_connection", "_driver", "_fairy", "engine", "rows", "rows_committed", "server")
 
     def __init__(self, engine: Engine, fairy: PoolProxiedConnection, server: str) -> None:
         self.engine = engine
         self.server = server
         self._fairy = fairy
+        # SQLAlchemy's asyncpg adapter (its _transaction is the open asyncpg transaction, if any) and the
+        # asyncpg connection: fixed for the unit's life, since nothing may revalidate it (see connection()).
+        self._adapter: Any = fairy.dbapi_connection
+        self._driver: asyncpg.Connection = fairy.driver_connection  # type: ignore[assignment]
         self._connection: Connection | None = None
-        # Rows the session functions put into the identity map during the current transaction.
-        self.attached: list[object] = []
+        # Rows the session functions put into the identity map; rows[rows_committed:] are those of the
+        # current transaction, which leave the session again if it rolls back.
+        self.rows: list[object] = []
+        self.rows_committed = 0
 
     def connection(self) -> Connection:
         """SQLAlchemy's ``Connection`` on this unit's pooled connection, made when the ORM first needs it."""
@@ -60,18 +67,12 @@ class UnitOfWork:
     @property
     def usable(self) -> bool:
         """Neither invalidated nor returned: statements may still be sent on it."""
-        connection = self._connection
-        if connection is not None:
-            return not connection.closed and not connection.invalidated
-        return self._fairy.is_valid
-
-    @property
-    def _adapter(self) -> Any:
-        """SQLAlchemy's asyncpg adapter (its ``_transaction`` is the open asyncpg transaction, if any)."""
-        return self._fairy.dbapi_connection
+        # The pool clears the proxy's connection when it is invalidated (also through the ORM's
+        # Connection, which shares the proxy) or returned.
+        return self._fairy.dbapi_connection is not None
 
     def driver_transaction_open(self) -> bool:
-        return self.usable and self._adapter._transaction is not None
+        return self._fairy.dbapi_connection is not None and self._adapter._transaction is not None
 
     def invalidate(self, error: BaseException | None = None) -> None:
         """Discard the connection: the pool closes it and never hands it out again. No IO is awaited."""
@@ -79,36 +80,53 @@ class UnitOfWork:
         if connection is not None:
             if not connection.closed and not connection.invalidated:
                 connection.invalidate(error)
-        elif self._fairy.is_valid:
+        elif self._fairy.dbapi_connection is not None:
             self._fairy.invalidate(error)
 
     async def fetchrow(self, statement: str, args: tuple[Any, ...]) -> asyncpg.Record | None:
         """Run one prepared statement in the unit's transaction (``BEGIN`` first if a commit ended the last)."""
-        if not self.usable:
+        if self._fairy.dbapi_connection is None:
             raise self.lost()
         adapter = self._adapter
-        if adapter._transaction is None:
-            await self._run(adapter._start_transaction(), "BEGIN", ())
-        driver: asyncpg.Connection = adapter.driver_connection
-        row: asyncpg.Record | None = await self._run(driver.fetchrow(statement, *args), statement, args)
-        return row
+        sent = "BEGIN"
+        # Inline rather than through driver.run_on_driver: this is every statement's path.
+        try:
+            if adapter._transaction is None:
+                await adapter._start_transaction()
+            sent = statement
+            row: asyncpg.Record | None = await self._driver.fetchrow(statement, *args)
+            return row
+        except Exception as error:
+            raise as_sqlalchemy_error(error, adapter, self.engine.dialect, self.invalidate, sent, args) from error
+        except BaseException:
+            self.invalidate()  # interrupted mid-statement (cancelled): its state on the connection is unknown
+            raise
 
     async def end_driver_transaction(self, *, commit: bool) -> None:
         """``COMMIT`` or ``ROLLBACK`` what the session functions began, unless the ORM owns that transaction."""
-        if not self.driver_transaction_open():
+        adapter = self._adapter
+        transaction = adapter._transaction
+        if transaction is None or self._fairy.dbapi_connection is None:
             return
         connection = self._connection
         if connection is not None and connection.in_transaction():
             return  # begun through the ORM's Connection: the ORM's commit or rollback ends it
-        adapter = self._adapter
-        end = adapter._transaction.commit if commit else adapter._transaction.rollback
-        await self._run(adapter._call_and_discard(end), "COMMIT" if commit else "ROLLBACK", ())
+        try:
+            await adapter._call_and_discard(transaction.commit if commit else transaction.rollback)
+        except Exception as error:
+            sent = "COMMIT" if commit else "ROLLBACK"
+            raise as_sqlalchemy_error(error, adapter, self.engine.dialect, self.invalidate, sent, ()) from error
+        except BaseException:
+            self.invalidate()
+            raise
 
     def returns_without_io(self) -> bool:
         """Whether ``release()`` can run outside a greenlet: the pool keeps the connection rather than
         closing it (an overflow connection with the pool full, or ``NullPool``, is closed: that is IO)."""
         pool = self.engine.pool
-        return not self.usable or (isinstance(pool, QueuePool) and pool.checkedin() < pool.size())
+        return self._fairy.dbapi_connection is None or (
+            isinstance(pool, QueuePool) and pool.checkedin() < pool.size()
+        )
 
     def release(self) -> None:
         """Return the connection to the pool. Once its transaction has ended this does no IO, unless the
@@ -118,18 +136,8 @@ class UnitOfWork:
             self.invalidate()
         if self._connection is not None:
             self._connection.close()
-        elif self._fairy.is_valid:
+        elif self._fairy.dbapi_connection is not None:
             self._fairy.close()
-
-    async def _run(self, operation: Any, statement: str, args: tuple[Any, ...]) -> Any:
-        return await run_on_driver(
-            operation,
-            adapter=self._adapter,
-            dialect=self.engine.dialect,
-            invalidate=self.invalidate,
-            statement=statement,
-            args=args,
-        )
 
     def lost(self) -> ConnectionLost:
         """The error for any statement or commit after this unit's connection was lost."""
@@ -177,7 +185,7 @@ class UnitAsyncSession(GuardedAsyncSession):
             if self.sync_session.in_transaction():  # the ORM's part; skipped (no greenlet hop) when it has none
                 await super().commit()
             await unit.end_driver_transaction(commit=True)
-            unit.attached.clear()
+            unit.rows_committed = len(unit.rows)
         finally:
             self._release()
 
@@ -189,10 +197,10 @@ class UnitAsyncSession(GuardedAsyncSession):
         try:
             # Rows the session functions loaded or created in this transaction leave the session, as
             # the ORM's rollback would make objects inserted in it transient again.
-            for row in unit.attached:
+            for row in unit.rows[unit.rows_committed :]:
                 if row in self.sync_session:
                     self.sync_session.expunge(row)
-            unit.attached.clear()
+            del unit.rows[unit.rows_committed :]
             try:
                 if self.sync_session.in_transaction():
                     await super().rollback()
@@ -214,7 +222,8 @@ class UnitAsyncSession(GuardedAsyncSession):
             return await orm_end()
         self._claim(operation)
         try:
-            unit.attached.clear()  # every object leaves the session
+            unit.rows.clear()  # every object leaves the session
+            unit.rows_committed = 0
             try:
                 await orm_end()
             finally:
@@ -227,6 +236,16 @@ class UnitAsyncSession(GuardedAsyncSession):
             self.unit.invalidate()
         await super().invalidate()
 
+    def release_unit_if_no_io(self) -> bool:
+        """``release_unit()`` now if that needs no IO and no other task is using the session; else False."""
+        unit = self.unit
+        if unit is None:
+            return True
+        if self.in_use_elsewhere() or not unit.returns_without_io():
+            return False
+        self.release_unit()
+        return True
+
     def release_unit(self) -> None:
         """End of the block: let go of every object and return the connection; no IO if
         ``unit.returns_without_io()``, else call it inside ``greenlet_spawn``."""
@@ -235,6 +254,20 @@ class UnitAsyncSession(GuardedAsyncSession):
             return
         if unit.driver_transaction_open():
             unit.invalidate()  # not ended (a failed rollback): the ORM's close below must not send ROLLBACK
-        self.sync_session.close()
-        self.unit = self.sync_session.unit = None
+        sync_session = self.sync_session
+        identity_map = sync_session.identity_map
+        if identity_map or sync_session.in_transaction():
+            states = identity_map.all_states()
+            ours = {instance_state(row) for row in unit.rows}
+            if sync_session.in_transaction() or not all(state in ours for state in states):
+                sync_session.close()  # the ORM was used: let it close as usual
+            else:
+                # Only the session functions' rows: detach them as close() would, minus the lifecycle
+                # events they never had (they were loaded without them too). close() costs more than the
+                # rest of a one-statement unit of work, mostly in making this session's event dispatchers.
+                for state in states:
+                    state._detach()
+                identity_map._kill()
+                sync_session.identity_map = type(identity_map)()
+        self.unit = sync_session.unit = None
         unit.release()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import object_session
 
 import sessiondb.database
-from sessiondb import Database, count_sessions, create_session, delete_session, get_session
+from sessiondb import Database, Session, count_sessions, create_session, delete_session, get_session
 from tests.helpers import fetch, fetchval
 
 
@@ -211,3 +212,21 @@ async def test_rows_of_a_rolled_back_transaction_leave_the_session(db: Database)
         assert await get_session(s, created.id) is None
         assert created.to_dict()["id"] == str(created.id)  # still readable: detached, not expired
     assert db.pool_stats()["checked_out"] == 0
+
+
+@pytest.mark.parametrize("orm_used", [False, True], ids=["functions-only", "orm-loaded-too"])
+async def test_rows_are_detached_after_the_block_and_can_join_another_session(db: Database, orm_used: bool) -> None:
+    async with db.session() as s:
+        earlier_id = (await create_session(s)).id
+    async with db.session() as s:
+        rows = [await create_session(s)]
+        if orm_used:  # an object the ORM loaded itself: the block's end closes the session the ORM's way
+            loaded = await s.get(Session, earlier_id)
+            assert loaded is not None
+            rows.append(loaded)
+    for row in rows:
+        assert inspect(row).detached and object_session(row) is None
+    async with db.session() as other:
+        for row in rows:
+            other.add(row)  # "already attached to session ..." if the first block had not let it go
+            assert await get_session(other, row.id) is row
