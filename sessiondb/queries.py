@@ -47,13 +47,13 @@ async def _fetchrow(s: AsyncSession, operation: str, sql: str, *args: Any) -> as
     # same way they do (db.session() hands out a guarded session): overlap is ConcurrentSessionUse.
     s._claim(operation)
     try:
-        unit = s.unit if isinstance(s, UnitAsyncSession) else None
-        if unit is not None:
+        if isinstance(s, UnitAsyncSession) and s.unit is not None:
             # After a failed flush the ORM's transaction needs a rollback first; the session path then
             # raises SQLAlchemy's own error for that.
-            transaction = s.sync_session.get_transaction()
+            orm_session = s.orm_session
+            transaction = None if orm_session is None else orm_session.get_transaction()
             if transaction is None or transaction.is_active:
-                return await unit.fetchrow(sql, args)
+                return await s.unit.fetchrow(sql, args)
         return await _fetchrow_through_session(s, sql, args)
     finally:
         s._release()
@@ -128,7 +128,10 @@ def _load_into_identity_map(s: AsyncSession, session_id: uuid.UUID, created_at: 
 
 
 def _in_identity_map(s: AsyncSession, session_id: uuid.UUID) -> Session | None:
-    identity_map = s.sync_session.identity_map
+    sync_session = s.orm_session if isinstance(s, UnitAsyncSession) else s.sync_session
+    if sync_session is None:
+        return None  # not built yet (db.session()'s unit of work): nothing is loaded
+    identity_map = sync_session.identity_map
     if not identity_map:
         return None  # the common case, without building the key
     found = identity_map.get(_MAPPER.identity_key_from_primary_key((session_id,)))

@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
@@ -160,18 +161,67 @@ class UnitSession(OrmSession):
 
 
 class UnitAsyncSession(GuardedAsyncSession):
-    """The ``AsyncSession`` that ``db.session()`` yields. Without a unit it is a plain guarded session."""
+    """The ``AsyncSession`` that ``db.session()`` yields. Without a unit it is a plain guarded session.
+
+    Its SQLAlchemy ``Session`` is built on first use of ``sync_session``: a block that only deletes
+    or reads through the session functions never needs it, and building it costs as much as the rest
+    of such a block. ``orm_session`` is that ``Session`` if built, else ``None``.
+    """
 
     sync_session_class = UnitSession
-    sync_session: UnitSession
     unit: UnitOfWork | None = None
 
+    def __init__(
+        self, bind: Any = None, *, binds: Any = None, sync_session_class: Any = None, **kw: Any
+    ) -> None:
+        self._async_bind = bind
+        self._async_binds = dict(binds) if binds else {}
+        self._deferred_init: tuple[Any, ...] | None = (bind, binds, sync_session_class, kw)
+        self._built: UnitSession | None = None
+
+    # AsyncSession reaches its Session through these two names; both build it on first access.
+    @property  # type: ignore[override]
+    def sync_session(self) -> UnitSession:
+        return self._built if self._built is not None else self._build()
+
+    @sync_session.setter
+    def sync_session(self, session: UnitSession) -> None:
+        self._built = session
+
+    @property  # type: ignore[override]
+    def _proxied(self) -> UnitSession:
+        return self._built if self._built is not None else self._build()
+
+    @_proxied.setter
+    def _proxied(self, session: UnitSession) -> None:
+        self._built = session
+
+    def _build(self) -> UnitSession:
+        deferred, self._deferred_init = self._deferred_init, None
+        assert deferred is not None
+        bind, binds, sync_session_class, kw = deferred
+        AsyncSession.__init__(self, bind, binds=binds, sync_session_class=sync_session_class, **kw)
+        assert self._built is not None
+        self._built.unit = self.unit
+        return self._built
+
+    @property
+    def orm_session(self) -> UnitSession | None:
+        return self._built
+
+    def _orm_in_transaction(self) -> bool:
+        built = self.orm_session
+        return built is not None and built.in_transaction()
+
     def attach_unit(self, unit: UnitOfWork) -> None:
-        self.unit = self.sync_session.unit = unit
+        self.unit = unit
+        built = self.orm_session
+        if built is not None:
+            built.unit = unit
 
     def in_transaction(self) -> bool:
         """True while a transaction is open: the ORM's, or the one ``db.session()`` began at checkout."""
-        return self.sync_session.in_transaction() or (self.unit is not None and self.unit.driver_transaction_open())
+        return self._orm_in_transaction() or (self.unit is not None and self.unit.driver_transaction_open())
 
     async def commit(self) -> None:
         """Commit the ORM's work (flushing first, as usual) and the session functions' statements."""
@@ -182,7 +232,7 @@ class UnitAsyncSession(GuardedAsyncSession):
             raise unit.lost()  # nothing of the block's can commit any more
         self._claim("commit")
         try:
-            if self.sync_session.in_transaction():  # the ORM's part; skipped (no greenlet hop) when it has none
+            if self._orm_in_transaction():  # the ORM's part; skipped (no greenlet hop) when it has none
                 await super().commit()
             await unit.end_driver_transaction(commit=True)
             unit.rows_committed = len(unit.rows)
@@ -197,12 +247,14 @@ class UnitAsyncSession(GuardedAsyncSession):
         try:
             # Rows the session functions loaded or created in this transaction leave the session, as
             # the ORM's rollback would make objects inserted in it transient again.
-            for row in unit.rows[unit.rows_committed :]:
-                if row in self.sync_session:
-                    self.sync_session.expunge(row)
+            orm_session = self.orm_session
+            if orm_session is not None:
+                for row in unit.rows[unit.rows_committed :]:
+                    if row in orm_session:
+                        orm_session.expunge(row)
             del unit.rows[unit.rows_committed :]
             try:
-                if self.sync_session.in_transaction():
+                if self._orm_in_transaction():
                     await super().rollback()
             finally:
                 await unit.end_driver_transaction(commit=False)
@@ -225,7 +277,8 @@ class UnitAsyncSession(GuardedAsyncSession):
             unit.rows.clear()  # every object leaves the session
             unit.rows_committed = 0
             try:
-                await orm_end()
+                if self.orm_session is not None:
+                    await orm_end()
             finally:
                 await unit.end_driver_transaction(commit=False)
         finally:
@@ -234,6 +287,8 @@ class UnitAsyncSession(GuardedAsyncSession):
     async def invalidate(self) -> None:
         if self.unit is not None:
             self.unit.invalidate()
+            if self.orm_session is None:
+                return
         await super().invalidate()
 
     def release_unit_if_no_io(self) -> bool:
@@ -254,7 +309,11 @@ class UnitAsyncSession(GuardedAsyncSession):
             return
         if unit.driver_transaction_open():
             unit.invalidate()  # not ended (a failed rollback): the ORM's close below must not send ROLLBACK
-        sync_session = self.sync_session
+        sync_session = self.orm_session
+        if sync_session is None:
+            unit.release()
+            self.unit = None
+            return
         identity_map = sync_session.identity_map
         if identity_map or sync_session.in_transaction():
             states = identity_map.all_states()
