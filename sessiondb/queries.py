@@ -87,14 +87,13 @@ async def _fetchrow_through_session(s: AsyncSession, sql: str, args: tuple[Any, 
 
 
 def _attach(s: AsyncSession, session_id: uuid.UUID, created_at: datetime) -> Session:
-    """A persistent ``Session`` for a row this transaction has seen, in ``s``'s identity map."""
+    """A persistent ``Session`` for a row this transaction has seen, in ``s``."""
     sid = normalize_uuid(session_id)
     # asyncpg returns aware datetimes for timestamptz; a naive one could only be UTC on the wire.
     utc = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
-    unit = s.unit if isinstance(s, UnitAsyncSession) else None
-    if unit is not None:
-        row = _load_into_identity_map(s, sid, utc)
-        unit.rows.append(row)  # expunged again if this transaction rolls back
+    if isinstance(s, UnitAsyncSession) and s.unit is not None:
+        row = _loaded_row(sid, utc)
+        s.keep_row(row)  # in the identity map as soon as the ORM side of s is used; forgotten on rollback
         return row
     row = Session()
     # Loaded values, as the ORM's own loading sets them: no change history, no per-attribute events
@@ -106,43 +105,40 @@ def _attach(s: AsyncSession, session_id: uuid.UUID, created_at: datetime) -> Ses
     return row
 
 
-def _load_into_identity_map(s: AsyncSession, session_id: uuid.UUID, created_at: datetime) -> Session:
-    """Make the row persistent in ``s`` the way SQLAlchemy's loader does for a query result.
+def _loaded_row(session_id: uuid.UUID, created_at: datetime) -> Session:
+    """A ``Session`` object for a database row, made the way SQLAlchemy's loader makes one: values
+    set as loaded (no history, no attribute events), identity key set, not yet in any session.
 
-    Unlike ``s.add()`` this begins no ORM transaction (``db.session()``'s unit of work has the
-    database one), so a block that only uses the session functions never pays for the ORM's
-    begin, commit and close, several times the cost of the rest of the unit of work.
+    Cheaper than ``Session()`` + ``s.add()``, which also begins an ORM transaction: for a block that only
+    uses the session functions, the ORM's begin, commit and close cost more than the statement.
     """
     if not _MAPPER.configured:
         configure_mappers()  # as Session() would first: new_instance() alone leaves the attributes unconfigured
-    sync_session = s.sync_session
-    key = _MAPPER.identity_key_from_primary_key((session_id,))
     row: Session = _MAPPER.class_manager.new_instance()
     state = instance_state(row)
-    state.dict["id"] = session_id  # loaded values: no history, no attribute events
+    state.dict["id"] = session_id
     state.dict["created_at"] = created_at
-    state.key = key
-    state.session_id = sync_session.hash_key
-    sync_session.identity_map._add_unpresent(state, key)
+    state.key = _MAPPER.identity_key_from_primary_key((session_id,))
     return row
 
 
-def _in_identity_map(s: AsyncSession, session_id: uuid.UUID) -> Session | None:
-    sync_session = s.orm_session if isinstance(s, UnitAsyncSession) else s.sync_session
-    if sync_session is None:
-        return None  # not built yet (db.session()'s unit of work): nothing is loaded
-    identity_map = sync_session.identity_map
-    if not identity_map:
-        return None  # the common case, without building the key
-    found = identity_map.get(_MAPPER.identity_key_from_primary_key((session_id,)))
+def _in_session(s: AsyncSession, session_id: uuid.UUID) -> Session | None:
+    """The object ``s`` already holds for this id, if any (no SQL)."""
+    if isinstance(s, UnitAsyncSession):
+        found = s.kept_row(_MAPPER.identity_key_from_primary_key((session_id,)))
+    elif s.sync_session.identity_map:
+        found = s.sync_session.identity_map.get(_MAPPER.identity_key_from_primary_key((session_id,)))
+    else:
+        return None
     return found if isinstance(found, Session) else None
 
 
 async def create_session(s: AsyncSession) -> Session:
     """Insert a new session; the database assigns ``id`` and ``created_at``.
 
-    One ``INSERT ... DEFAULT VALUES RETURNING`` round trip; the returned object is already in
-    ``s``'s identity map, so ``get_session`` in the same transaction sends no SQL.
+    One ``INSERT ... DEFAULT VALUES RETURNING`` round trip. The returned object belongs to ``s``
+    (``obj in s``; in its identity map from the first use of its ORM side, e.g. ``s.get()`` or
+    ``s.execute()``), so ``get_session`` for it in the same session sends no SQL.
     """
     row = await _fetchrow(_require_async_session(s), "create_session", _INSERT)
     assert row is not None  # INSERT ... RETURNING always returns the row
@@ -152,8 +148,11 @@ async def create_session(s: AsyncSession) -> Session:
 async def get_session(s: AsyncSession, session_id: uuid.UUID | str) -> Session | None:
     """The session with this id, or ``None``. Raises ``InvalidSessionId`` before any SQL."""
     sid = parse_session_id(session_id)
-    if _in_identity_map(_require_async_session(s), sid) is not None:
-        # Already loaded (or created) in this session: let the ORM answer without SQL.
+    held = _in_session(_require_async_session(s), sid)
+    if held is not None:
+        if isinstance(s, UnitAsyncSession) and s.orm_session is None:
+            return held  # kept by the session functions and still current
+        # Loaded (or created) in this session: let the ORM answer, without SQL unless it expired it.
         return await s.get(Session, sid)
     row = await _fetchrow(s, "get_session", _SELECT, sid)
     return None if row is None else _attach(s, row[0], row[1])
@@ -163,10 +162,13 @@ async def delete_session(s: AsyncSession, session_id: uuid.UUID | str) -> bool:
     """Delete a session; ``True`` if it existed, ``False`` if it did not (deleting twice is fine)."""
     sid = parse_session_id(session_id)
     deleted = await _fetchrow(_require_async_session(s), "delete_session", _DELETE, sid) is not None
-    loaded = _in_identity_map(s, sid)
-    if loaded is not None:
+    held = _in_session(s, sid)
+    if held is not None:
         # As the ORM's bulk delete would: the object no longer stands for a row in this session.
-        s.expunge(loaded)
+        if isinstance(s, UnitAsyncSession):
+            s.forget_row(held)
+        else:
+            s.expunge(held)
     return deleted
 
 

@@ -40,7 +40,7 @@ from sessiondb.guard import GuardedAsyncSession
 class UnitOfWork:
     """The pooled connection one ``db.session()`` block holds, from checkout to its return."""
 
-    __slots__ = ("_adapter", "_connection", "_driver", "_fairy", "engine", "rows", "rows_committed", "server")
+    __slots__ = ("_adapter", "_connection", "_driver", "_fairy", "engine", "rows", "server", "uncommitted")
 
     def __init__(self, engine: Engine, fairy: PoolProxiedConnection, server: str) -> None:
         self.engine = engine
@@ -51,10 +51,11 @@ class UnitOfWork:
         self._adapter: Any = fairy.dbapi_connection
         self._driver: asyncpg.Connection = fairy.driver_connection  # type: ignore[assignment]
         self._connection: Connection | None = None
-        # Rows the session functions put into the identity map; rows[rows_committed:] are those of the
-        # current transaction, which leave the session again if it rolls back.
-        self.rows: list[object] = []
-        self.rows_committed = 0
+        # Rows the session functions loaded or created, by identity key (in the ORM session's identity
+        # map too, once that is built), and those of them from the current transaction, which leave
+        # the session again if it rolls back.
+        self.rows: dict[Any, object] = {}
+        self.uncommitted: list[object] = []
 
     def connection(self) -> Connection:
         """SQLAlchemy's ``Connection`` on this unit's pooled connection, made when the ORM first needs it."""
@@ -149,6 +150,15 @@ class UnitOfWork:
         )
 
 
+def _make_persistent(session: OrmSession, row: object) -> None:
+    """Put a loaded row (identity key set, values in its dict) into ``session``'s identity map, as
+    SQLAlchemy's loader does for a query result: no ORM transaction, no lifecycle events."""
+    state = instance_state(row)
+    assert state.key is not None
+    state.session_id = session.hash_key
+    session.identity_map._add_unpresent(state, state.key)
+
+
 class UnitSession(OrmSession):
     """The ORM session of a unit of work: every statement goes to the unit's connection."""
 
@@ -201,9 +211,35 @@ class UnitAsyncSession(GuardedAsyncSession):
         assert deferred is not None
         bind, binds, sync_session_class, kw = deferred
         AsyncSession.__init__(self, bind, binds=binds, sync_session_class=sync_session_class, **kw)
-        assert self._built is not None
-        self._built.unit = self.unit
-        return self._built
+        built = self._built
+        assert built is not None
+        built.unit = self.unit
+        if self.unit is not None:
+            for row in self.unit.rows.values():  # the session functions' rows join it as persistent objects
+                _make_persistent(built, row)
+        return built
+
+    def keep_row(self, row: object) -> None:
+        """A row the session functions loaded or created (persistent, with its identity key set)."""
+        unit = self.unit
+        assert unit is not None
+        unit.rows[instance_state(row).key] = row
+        unit.uncommitted.append(row)
+        if self._built is not None:
+            _make_persistent(self._built, row)
+
+    def kept_row(self, key: Any) -> object | None:
+        """The object this session holds for identity ``key`` (loaded by the ORM or kept), if any."""
+        if self._built is not None:
+            return self._built.identity_map.get(key) if self._built.identity_map else None
+        return self.unit.rows.get(key) if self.unit is not None else None
+
+    def forget_row(self, row: object) -> None:
+        """``row`` leaves the session: its database row is gone (deleted, or its INSERT rolled back)."""
+        if self.unit is not None:
+            self.unit.rows.pop(instance_state(row).key, None)
+        if self._built is not None and row in self._built:
+            self._built.expunge(row)
 
     @property
     def orm_session(self) -> UnitSession | None:
@@ -235,7 +271,7 @@ class UnitAsyncSession(GuardedAsyncSession):
             if self._orm_in_transaction():  # the ORM's part; skipped (no greenlet hop) when it has none
                 await super().commit()
             await unit.end_driver_transaction(commit=True)
-            unit.rows_committed = len(unit.rows)
+            unit.uncommitted.clear()
         finally:
             self._release()
 
@@ -247,12 +283,9 @@ class UnitAsyncSession(GuardedAsyncSession):
         try:
             # Rows the session functions loaded or created in this transaction leave the session, as
             # the ORM's rollback would make objects inserted in it transient again.
-            orm_session = self.orm_session
-            if orm_session is not None:
-                for row in unit.rows[unit.rows_committed :]:
-                    if row in orm_session:
-                        orm_session.expunge(row)
-            del unit.rows[unit.rows_committed :]
+            for row in unit.uncommitted:
+                self.forget_row(row)
+            unit.uncommitted.clear()
             try:
                 if self._orm_in_transaction():
                     await super().rollback()
@@ -275,7 +308,7 @@ class UnitAsyncSession(GuardedAsyncSession):
         self._claim(operation)
         try:
             unit.rows.clear()  # every object leaves the session
-            unit.rows_committed = 0
+            unit.uncommitted.clear()
             try:
                 if self.orm_session is not None:
                     await orm_end()
@@ -317,7 +350,7 @@ class UnitAsyncSession(GuardedAsyncSession):
         identity_map = sync_session.identity_map
         if identity_map or sync_session.in_transaction():
             states = identity_map.all_states()
-            ours = {instance_state(row) for row in unit.rows}
+            ours = {instance_state(row) for row in unit.rows.values()}
             if sync_session.in_transaction() or not all(state in ours for state in states):
                 sync_session.close()  # the ORM was used: let it close as usual
             else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from sqlalchemy import func, inspect, select
 
 from sessiondb import (
     Database,
@@ -124,3 +125,28 @@ async def test_invalid_id_raises_before_any_sql(db: Database, bad_id: object, op
 async def test_operations_reject_something_that_is_not_an_async_session() -> None:
     with pytest.raises(TypeError, match="AsyncSession"):
         await create_session(object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("orm_first", [False, True], ids=["functions-first", "orm-first"])
+async def test_created_and_read_rows_are_the_orms_own_objects_without_sql(db: Database, orm_first: bool) -> None:
+    # Whichever side of the session is used first, a row the functions returned is the object the ORM
+    # hands out for that identity, and asking again sends no SQL.
+    async with db.session() as s:
+        earlier = await create_session(s)
+    async with db.session() as s:
+        if orm_first:
+            await s.execute(select(func.count()).select_from(Session))
+        created = await create_session(s)
+        read = await get_session(s, earlier.id)
+        assert read is not None
+        log = StatementLog(db)
+        try:
+            assert await get_session(s, created.id) is created
+            assert await get_session(s, str(read.id).upper()) is read
+            assert await s.get(Session, created.id) is created
+            assert await s.get(Session, read.id) is read
+            assert await log.sent() == []
+        finally:
+            log.remove()
+        assert created in s and read in s
+        assert inspect(created).persistent and inspect(read).persistent
