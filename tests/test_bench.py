@@ -158,11 +158,15 @@ def test_plot_without_matplotlib_names_the_extra(tmp_path: Path) -> None:
     ]
 
 
-def test_rounds_interleave_the_configurations() -> None:
-    options = BenchOptions(url="postgresql://h/db", concurrencies=(1, 8), configs=("a", "b"), ops=10, rounds=2)
+def test_rounds_interleave_and_rotate_the_configurations_with_exact_ops() -> None:
+    # Each round starts one configuration later: none always follows the same neighbour. The ops of
+    # the rounds add up to --ops exactly.
+    options = BenchOptions(url="postgresql://h/db", concurrencies=(1, 8), configs=("a", "b", "c"), ops=10, rounds=3)
     assert plan(options) == [
-        ("a", 1, 5), ("b", 1, 5), ("a", 1, 5), ("b", 1, 5),
-        ("a", 8, 5), ("b", 8, 5), ("a", 8, 5), ("b", 8, 5),
+        ("a", 1, 4), ("b", 1, 4), ("c", 1, 4), ("b", 1, 3), ("c", 1, 3), ("a", 1, 3), ("c", 1, 3), ("a", 1, 3),
+        ("b", 1, 3),
+        ("a", 8, 4), ("b", 8, 4), ("c", 8, 4), ("b", 8, 3), ("c", 8, 3), ("a", 8, 3), ("c", 8, 3), ("a", 8, 3),
+        ("b", 8, 3),
     ]  # fmt: skip
 
 

@@ -136,6 +136,17 @@ class ServerMonitor:
 
         self._sampler = asyncio.create_task(sample())
 
+    async def wait_until_settled(self, backends: int, timeout_s: float = 10.0) -> None:
+        """Wait (bounded) until the previous turn's backends have exited: no more than ``backends`` remain.
+
+        A turn that closes many connections (NullPool, the ORM default's overflow, pgbench) leaves the
+        server tearing backends down for a moment; the next turn should not pay for that.
+        """
+        deadline = time.monotonic() + timeout_s
+        # Polling the server: there is nothing in this process to wait on.
+        while await self.backends() > backends and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
     async def stop_sampling(self) -> int:
         """Stop the sampler and return the most client backends it saw."""
         if self._sampler is not None:
@@ -244,12 +255,16 @@ def plan(options: BenchOptions) -> list[tuple[str, int, int]]:
     """``(config, concurrency, ops)`` turns in the order they run."""
     # Exactly options.ops per configuration and concurrency: the first rounds take the remainder.
     base, extra = divmod(options.ops, options.rounds)
+    configs = list(options.configs)
     turns = []
     for concurrency in options.concurrencies:
         for round_ in range(options.rounds):
             ops = base + (1 if round_ < extra else 0)
+            # Each round starts one configuration later, so none always runs right after the same
+            # neighbour (one that churns connections leaves the server busy for a moment).
+            shift = round_ % len(configs)
             if ops:
-                turns += [(name, concurrency, ops) for name in options.configs]
+                turns += [(name, concurrency, ops) for name in configs[shift:] + configs[:shift]]
     return turns
 
 
@@ -264,8 +279,10 @@ async def run_bench(options: BenchOptions, advance: Advance) -> tuple[list[Bench
     monitor = await ServerMonitor.connect(options.url)
     try:
         version = await monitor.server_version()
+        idle_backends = await monitor.backends()  # PgBouncer keeps its server connections: not zero there
         totals: dict[tuple[str, int], _Totals] = {}
         for name, concurrency, ops in plan(options):
+            await monitor.wait_until_settled(idle_backends)
             bucket = totals.setdefault((name, concurrency), _Totals())
             try:
                 if name == PGBENCH:
