@@ -187,31 +187,31 @@ class UnitAsyncSession(GuardedAsyncSession):
         self._async_bind = bind
         self._async_binds = dict(binds) if binds else {}
         self._deferred_init: tuple[Any, ...] | None = (bind, binds, sync_session_class, kw)
-        self._built: UnitSession | None = None
+        self.orm_session: UnitSession | None = None
 
     # AsyncSession reaches its Session through these two names; both build it on first access.
     @property  # type: ignore[override]
     def sync_session(self) -> UnitSession:
-        return self._built if self._built is not None else self._build()
+        return self.orm_session if self.orm_session is not None else self._build()
 
     @sync_session.setter
     def sync_session(self, session: UnitSession) -> None:
-        self._built = session
+        self.orm_session = session
 
     @property  # type: ignore[override]
     def _proxied(self) -> UnitSession:
-        return self._built if self._built is not None else self._build()
+        return self.orm_session if self.orm_session is not None else self._build()
 
     @_proxied.setter
     def _proxied(self, session: UnitSession) -> None:
-        self._built = session
+        self.orm_session = session
 
     def _build(self) -> UnitSession:
         deferred, self._deferred_init = self._deferred_init, None
         assert deferred is not None
         bind, binds, sync_session_class, kw = deferred
         AsyncSession.__init__(self, bind, binds=binds, sync_session_class=sync_session_class, **kw)
-        built = self._built
+        built = self.orm_session
         assert built is not None
         built.unit = self.unit
         if self.unit is not None:
@@ -225,25 +225,21 @@ class UnitAsyncSession(GuardedAsyncSession):
         assert unit is not None
         unit.rows[instance_state(row).key] = row
         unit.uncommitted.append(row)
-        if self._built is not None:
-            _make_persistent(self._built, row)
+        if self.orm_session is not None:
+            _make_persistent(self.orm_session, row)
 
     def kept_row(self, key: Any) -> object | None:
         """The object this session holds for identity ``key`` (loaded by the ORM or kept), if any."""
-        if self._built is not None:
-            return self._built.identity_map.get(key) if self._built.identity_map else None
+        if self.orm_session is not None:
+            return self.orm_session.identity_map.get(key) if self.orm_session.identity_map else None
         return self.unit.rows.get(key) if self.unit is not None else None
 
     def forget_row(self, row: object) -> None:
         """``row`` leaves the session: its database row is gone (deleted, or its INSERT rolled back)."""
         if self.unit is not None:
             self.unit.rows.pop(instance_state(row).key, None)
-        if self._built is not None and row in self._built:
-            self._built.expunge(row)
-
-    @property
-    def orm_session(self) -> UnitSession | None:
-        return self._built
+        if self.orm_session is not None and row in self.orm_session:
+            self.orm_session.expunge(row)
 
     def _orm_in_transaction(self) -> bool:
         built = self.orm_session
