@@ -6,6 +6,7 @@ instead of the embedded one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 
 from sessiondb import Database, PoolSettings, apply_migrations
 from sessiondb.embedded import EmbeddedServer, embedded_postgres
+from sessiondb.pgbouncer import RunningPgBouncer, find_pgbouncer, run_pgbouncer
 
 TEMPLATE_DB = "sessiondb_template"
 
@@ -102,3 +104,22 @@ async def db(database_url: str, pool_settings: PoolSettings) -> AsyncIterator[Da
         yield database
     finally:
         await database.dispose()
+
+
+@contextlib.contextmanager
+def transaction_mode_pgbouncer(server: PgServer, *, default_pool_size: int) -> Iterator[RunningPgBouncer]:
+    """A throwaway PgBouncer in transaction mode in front of ``server``.
+
+    Without the ``pgbouncer`` binary: a failure in CI (``CI=true``, where ``.ci/run`` installs it),
+    a skip elsewhere.
+    """
+    if find_pgbouncer() is None:
+        reason = "pgbouncer is not installed (apt-get install pgbouncer); .ci/run installs it"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    run_as = server.embedded.handle.system_user if server.embedded is not None else None
+    with run_pgbouncer(
+        server.url, pool_mode="transaction", default_pool_size=default_pool_size, run_as=run_as
+    ) as bouncer:
+        yield bouncer

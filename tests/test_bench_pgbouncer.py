@@ -8,28 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PgServer
+from conftest import PgServer, transaction_mode_pgbouncer
 
 from sessiondb import Database, PoolSettings
 from sessiondb.bench import CONFIG_NAMES, PGBENCH, find_pgbench
-from sessiondb.pgbouncer import RunningPgBouncer, find_pgbouncer, run_pgbouncer
+from sessiondb.pgbouncer import RunningPgBouncer
 from tests.test_bench import bench
 
 
 @pytest.fixture(scope="module")
 def pgbouncer(pg_server: PgServer) -> Iterator[RunningPgBouncer]:
-    if find_pgbouncer() is None:
-        reason = "pgbouncer is not installed (apt-get install pgbouncer); .ci/run installs it"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    run_as = pg_server.embedded.handle.system_user if pg_server.embedded is not None else None
-    with run_pgbouncer(pg_server.url, pool_mode="transaction", default_pool_size=2, run_as=run_as) as bouncer:
+    with transaction_mode_pgbouncer(pg_server, default_pool_size=2) as bouncer:
         yield bouncer
 
 

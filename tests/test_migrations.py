@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import PgServer
+from conftest import PgServer, transaction_mode_pgbouncer
 from sqlalchemy.engine import make_url
 
 from sessiondb import (
@@ -24,7 +23,6 @@ from sessiondb import (
     rollback_migrations,
 )
 from sessiondb.migrations import default_migrations_dir, verify_migrations
-from sessiondb.pgbouncer import find_pgbouncer, run_pgbouncer
 from sessiondb.urls import migration_url
 from tests.helpers import fetchval
 
@@ -173,13 +171,7 @@ def test_status_and_verify_work_for_a_read_only_role(read_only_url: str, databas
 @pytest.fixture
 def bouncer_migration_url(pg_server: PgServer, empty_database_url: str) -> Iterator[str]:
     """``empty_database_url`` through a PgBouncer in transaction mode (stopped before the database is dropped)."""
-    if find_pgbouncer() is None:
-        reason = "pgbouncer is not installed (apt-get install pgbouncer); .ci/run installs it"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    run_as = pg_server.embedded.handle.system_user if pg_server.embedded is not None else None
-    with run_pgbouncer(pg_server.url, pool_mode="transaction", default_pool_size=1, run_as=run_as) as bouncer:
+    with transaction_mode_pgbouncer(pg_server, default_pool_size=1) as bouncer:
         yield bouncer.url_for(make_url(empty_database_url).database or "")
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import asyncpg
 import pytest
-from conftest import PgServer
+from conftest import PgServer, transaction_mode_pgbouncer
 
 from sessiondb import (
     Database,
@@ -27,7 +27,7 @@ from sessiondb import (
     delete_session,
     get_session,
 )
-from sessiondb.pgbouncer import RunningPgBouncer, find_pgbouncer, run_pgbouncer
+from sessiondb.pgbouncer import RunningPgBouncer
 from sessiondb.urls import asyncpg_dsn
 
 WORKERS = 8
@@ -36,15 +36,9 @@ ROUNDS = 15
 
 @pytest.fixture(scope="module")
 def pgbouncer(pg_server: PgServer) -> Iterator[RunningPgBouncer]:
-    if find_pgbouncer() is None:
-        reason = "pgbouncer is not installed (apt-get install pgbouncer); .ci/run installs it"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    run_as = pg_server.embedded.handle.system_user if pg_server.embedded is not None else None
     # Two server connections for up to WORKERS client connections: transactions from different
     # clients keep landing on the same server connection, as in production.
-    with run_pgbouncer(pg_server.url, pool_mode="transaction", default_pool_size=2, run_as=run_as) as bouncer:
+    with transaction_mode_pgbouncer(pg_server, default_pool_size=2) as bouncer:
         yield bouncer
 
 
