@@ -136,16 +136,24 @@ class ServerMonitor:
 
         self._sampler = asyncio.create_task(sample())
 
-    async def wait_until_settled(self, backends: int, timeout_s: float = 10.0) -> None:
-        """Wait (bounded) until the previous turn's backends have exited: no more than ``backends`` remain.
+    async def wait_until_settled(self, backends: int, timeout_s: float = 10.0, steady_s: float = 0.3) -> None:
+        """Wait (bounded) until the previous turn's backends have exited: ``backends`` or fewer remain, or
+        the count has stopped going down for ``steady_s`` (PgBouncer keeps its server connections).
 
         A turn that closes many connections (NullPool, the ORM default's overflow, pgbench) leaves the
         server tearing backends down for a moment; the next turn should not pay for that.
         """
         deadline = time.monotonic() + timeout_s
-        # Polling the server: there is nothing in this process to wait on.
-        while await self.backends() > backends and time.monotonic() < deadline:  # noqa: ASYNC110
+        count = await self.backends()
+        last_drop = time.monotonic()
+        while count > backends and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+            now = await self.backends()
+            if now < count:
+                last_drop = time.monotonic()
+            elif time.monotonic() - last_drop >= steady_s:
+                return
+            count = now
 
     async def stop_sampling(self) -> int:
         """Stop the sampler and return the most client backends it saw."""
