@@ -21,6 +21,7 @@ from sessiondb.urls import describe_server, parse_database_url
 
 if TYPE_CHECKING:
     from sessiondb.bench.command import BenchRequest
+    from sessiondb.checksums import MigrationCheck
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -148,13 +149,28 @@ def cmd_verify(args: argparse.Namespace, url: str, console: Console) -> int:
 
     checks = verify_migrations(url, migrations_dir=args.migrations_dir, record_missing=args.record_missing)
     for check in checks:
-        print(check.describe())
+        if args.record_missing and check.state == "unrecorded":
+            print(f"recorded    {check.id}: checksum {check.current} (of the file as it is now)")
+        else:
+            print(check.describe())
     bad = [c for c in checks if not c.ok]
     if bad:
         print(f"sessiondb: error: {len(bad)} applied migration(s) differ from their files", file=sys.stderr)
         return EXIT_FAILURE
-    print(f"{len(checks)} applied migration(s) verified on {describe_server(url)}")
+    print(f"{_count_by_state(checks, recorded_now=args.record_missing)} on {describe_server(url)}")
     return EXIT_OK
+
+
+def _count_by_state(checks: list[MigrationCheck], *, recorded_now: bool) -> str:
+    """'2 verified, 1 unrecorded': an unrecorded migration was not verified, so it is not counted as such."""
+    if not checks:
+        return "no applied migrations"
+    verified = sum(c.state == "ok" for c in checks)
+    unrecorded = len(checks) - verified
+    parts = [f"{verified} applied migration(s) verified"]
+    if unrecorded:
+        parts.append(f"{unrecorded} checksum(s) recorded now" if recorded_now else f"{unrecorded} without a checksum")
+    return ", ".join(parts)
 
 
 def cmd_check(args: argparse.Namespace, url: str, console: Console) -> int:

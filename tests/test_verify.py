@@ -95,10 +95,18 @@ def test_plain_yoyo_apply_is_reported_as_unrecorded_then_recorded(
     assert set(_states(empty_database_url, sql_copy).values()) == {"unrecorded"}
     args = ["verify", "--database-url", empty_database_url, "--migrations-dir", str(sql_copy)]
     assert main(args) == 0
-    assert "no checksum recorded" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "no checksum recorded" in out
+    # Nothing was verified, so the summary must not say it was.
+    assert f"0 applied migration(s) verified, {len(_read(sql_copy))} without a checksum" in out
 
     assert main([*args, "--record-missing"]) == 0
+    out = capsys.readouterr().out
+    assert f"recorded    {INDEX}: checksum " in out
+    assert f"{len(_read(sql_copy))} checksum(s) recorded now" in out
     assert set(_states(empty_database_url, sql_copy).values()) == {"ok"}
+    assert main(args) == 0
+    assert f"{len(_read(sql_copy))} applied migration(s) verified on " in capsys.readouterr().out
 
 
 def test_plain_yoyo_reapply_after_rollback_is_unrecorded_not_a_mismatch(
