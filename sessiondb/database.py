@@ -55,7 +55,7 @@ class Database:
         # which in async code fails with MissingGreenlet.
         # UnitAsyncSession: db.session()'s unit of work (sessiondb/unit.py); two tasks on one session
         # fail with ConcurrentSessionUse (sessiondb/guard.py).
-        self.session_options: dict[str, Any] = {"expire_on_commit": False, "autoflush": False}
+        self.session_options: dict[str, Any] = {"expire_on_commit": False}
         self.sessionmaker = async_sessionmaker(self.engine, class_=UnitAsyncSession, **self.session_options)
         # The loop whose connections the pool holds; set on first use, cleared by dispose().
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -47,13 +47,11 @@ async def _fetchrow(s: AsyncSession, operation: str, sql: str, *args: Any) -> as
     # same way they do (db.session() hands out a guarded session): overlap is ConcurrentSessionUse.
     s._claim(operation)
     try:
-        if isinstance(s, UnitAsyncSession) and s.unit is not None:
-            # After a failed flush the ORM's transaction needs a rollback first; the session path then
-            # raises SQLAlchemy's own error for that.
-            orm_session = s.orm_session
-            transaction = None if orm_session is None else orm_session.get_transaction()
-            if transaction is None or transaction.is_active:
-                return await s.unit.fetchrow(sql, args)
+        unit = s.unit if isinstance(s, UnitAsyncSession) and s.orm_session is None else None
+        if unit is not None:
+            return await unit.fetchrow(sql, args)
+        # The ORM side is in use: through it, so its transaction, savepoints and a pending rollback
+        # after a failed flush govern these statements as they govern its own.
         return await _fetchrow_through_session(s, sql, args)
     finally:
         s._release()
@@ -86,12 +84,18 @@ async def _fetchrow_through_session(s: AsyncSession, sql: str, args: tuple[Any, 
     )
 
 
+def _unit_only(s: AsyncSession) -> bool:
+    """A ``db.session()`` block whose ORM side is not built: the unit of work alone runs the statements."""
+    return isinstance(s, UnitAsyncSession) and s.unit is not None and s.orm_session is None
+
+
 def _attach(s: AsyncSession, session_id: uuid.UUID, created_at: datetime) -> Session:
     """A persistent ``Session`` for a row this transaction has seen, in ``s``."""
     sid = normalize_uuid(session_id)
     # asyncpg returns aware datetimes for timestamptz; a naive one could only be UTC on the wire.
     utc = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
-    if isinstance(s, UnitAsyncSession) and s.unit is not None:
+    if _unit_only(s):
+        assert isinstance(s, UnitAsyncSession)
         row = _loaded_row(sid, utc)
         s.keep_row(row)  # in the identity map as soon as the ORM side of s is used; forgotten on rollback
         return row
@@ -102,6 +106,8 @@ def _attach(s: AsyncSession, session_id: uuid.UUID, created_at: datetime) -> Ses
     set_committed_value(row, "created_at", utc)
     make_transient_to_detached(row)  # gives it its identity key
     s.add(row)  # now persistent: no SQL is sent for it at flush
+    if isinstance(s, UnitAsyncSession) and s.unit is not None:
+        s.unit.uncommitted.append(row)  # leaves the session if s.rollback() undoes it, as kept rows do
     return row
 
 
@@ -150,7 +156,7 @@ async def get_session(s: AsyncSession, session_id: uuid.UUID | str) -> Session |
     sid = parse_session_id(session_id)
     held = _in_session(_require_async_session(s), sid)
     if held is not None:
-        if isinstance(s, UnitAsyncSession) and s.orm_session is None:
+        if _unit_only(s):
             return held  # kept by the session functions and still current
         # Loaded (or created) in this session: let the ORM answer, without SQL unless it expired it.
         return await s.get(Session, sid)

@@ -12,6 +12,11 @@ block uses the ORM. Both kinds of statement share the one transaction:
 - ``UnitSession.get_bind()`` gives the ORM a ``Connection`` on the unit's pooled connection, so ORM
   statements run in the transaction already open on it (SQLAlchemy's asyncpg adapter begins
   lazily and finds it open), and the ORM's commit or rollback ends it;
+- once the ORM side is built, it owns the transaction: if the session functions already sent
+  statements in it, the ``Session`` begins bound to the connection (as a plain ``AsyncSession``
+  would have autobegun on them), and from then on the session functions go through
+  ``AsyncSession.connection()`` like any ORM statement, so ``begin()``, ``begin_nested()`` and
+  their rollbacks cover them exactly as they cover the ORM's own statements;
 - ``UnitAsyncSession.commit()``, ``rollback()`` and ``close()`` end the ORM's part and then whatever
   the session functions began on the driver, so ``await s.commit()`` inside the block commits both.
 
@@ -27,7 +32,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
@@ -40,7 +45,17 @@ from sessiondb.guard import GuardedAsyncSession
 class UnitOfWork:
     """The pooled connection one ``db.session()`` block holds, from checkout to its return."""
 
-    __slots__ = ("_adapter", "_connection", "_driver", "_fairy", "engine", "rows", "server", "uncommitted")
+    __slots__ = (
+        "_adapter",
+        "_connection",
+        "_driver",
+        "_fairy",
+        "engine",
+        "has_work",
+        "rows",
+        "server",
+        "uncommitted",
+    )
 
     def __init__(self, engine: Engine, fairy: PoolProxiedConnection, server: str) -> None:
         self.engine = engine
@@ -56,6 +71,9 @@ class UnitOfWork:
         # the session again if it rolls back.
         self.rows: dict[Any, object] = {}
         self.uncommitted: list[object] = []
+        # Whether the session functions sent a statement in the driver transaction now open: then the
+        # ORM, once built, must own that transaction rather than start its own.
+        self.has_work = False
 
     def connection(self) -> Connection:
         """SQLAlchemy's ``Connection`` on this unit's pooled connection, made when the ORM first needs it."""
@@ -75,6 +93,20 @@ class UnitOfWork:
 
     def driver_transaction_open(self) -> bool:
         return self._fairy.dbapi_connection is not None and self._adapter._transaction is not None
+
+    def orm_connected(self) -> bool:
+        """Whether the ORM's ``Connection`` is in a transaction (so the ORM ends it)."""
+        return self._connection is not None and self._connection.in_transaction()
+
+    async def begin_afresh_if_unused(self) -> None:
+        """Roll back the ``BEGIN`` sent at checkout if nothing ran in it yet.
+
+        Isolation level, read-only and deferrable are fixed when a transaction begins; asked for
+        through ``AsyncSession.connection(execution_options=...)``, they must apply to the block's
+        first transaction as they would on a plain ``AsyncSession``, which begins only then.
+        """
+        if not self.has_work and not self.orm_connected() and self.driver_transaction_open():
+            await self.end_driver_transaction(commit=False)
 
     def invalidate(self, error: BaseException | None = None) -> None:
         """Discard the connection: the pool closes it and never hands it out again. No IO is awaited."""
@@ -96,6 +128,7 @@ class UnitOfWork:
             if adapter._transaction is None:
                 await adapter._start_transaction()
             sent = statement
+            self.has_work = True
             row: asyncpg.Record | None = await self._driver.fetchrow(statement, *args)
             return row
         except Exception as error:
@@ -109,10 +142,11 @@ class UnitOfWork:
         adapter = self._adapter
         transaction = adapter._transaction
         if transaction is None or self._fairy.dbapi_connection is None:
+            self.has_work = False
             return
-        connection = self._connection
-        if connection is not None and connection.in_transaction():
+        if self.orm_connected():
             return  # begun through the ORM's Connection: the ORM's commit or rollback ends it
+        self.has_work = False
         try:
             await adapter._call_and_discard(transaction.commit if commit else transaction.rollback)
         except Exception as error:
@@ -213,10 +247,16 @@ class UnitAsyncSession(GuardedAsyncSession):
         AsyncSession.__init__(self, bind, binds=binds, sync_session_class=sync_session_class, **kw)
         built = self.orm_session
         assert built is not None
-        built.unit = self.unit
-        if self.unit is not None:
-            for row in self.unit.rows.values():  # the session functions' rows join it as persistent objects
+        unit = built.unit = self.unit
+        if unit is not None:
+            for row in unit.rows.values():  # the session functions' rows join it as persistent objects
                 _make_persistent(built, row)
+            if unit.has_work and unit.usable and not unit.orm_connected():
+                # Their statements are in the open transaction: the ORM takes it over, bound to the
+                # connection (no IO: the adapter's BEGIN is lazy and already sent), as a plain
+                # AsyncSession would have autobegun on them. So begin() refuses, as it would there, and
+                # the ORM's commit, rollback and savepoints cover that work.
+                built.connection()
         return built
 
     def keep_row(self, row: object) -> None:
@@ -244,6 +284,18 @@ class UnitAsyncSession(GuardedAsyncSession):
     def _orm_in_transaction(self) -> bool:
         built = self.orm_session
         return built is not None and built.in_transaction()
+
+    async def connection(
+        self, bind_arguments: Any = None, execution_options: Any = None, **kw: Any
+    ) -> AsyncConnection:
+        unit = self.unit
+        if execution_options and unit is not None:
+            self._claim("connection")
+            try:
+                await unit.begin_afresh_if_unused()  # so isolation level or read-only apply, see there
+            finally:
+                self._release()
+        return await super().connection(bind_arguments=bind_arguments, execution_options=execution_options, **kw)
 
     def attach_unit(self, unit: UnitOfWork) -> None:
         self.unit = unit
