@@ -207,6 +207,13 @@ def _batch_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _given_url(text: str) -> str:
+    # Given but empty (an unset shell variable, say): an error, never a fall back to DATABASE_URL's server.
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; leave it out to use $DATABASE_URL or an embedded server")
+    return text
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -223,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--database-url",
         metavar="URL",
+        type=_given_url,
         help="postgresql://user:password@host:port/dbname (default: $DATABASE_URL, else an embedded server)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-_DURATION = re.compile(r"(\d{1,9})([dhms])")
+# [0-9], not \d: \d also matches other scripts' digits ("٣d"), which int() would quietly accept.
+_DURATION = re.compile(r"([0-9]+)([dhms])")
+_MAX_DIGITS = 12  # beyond any retention window, and well inside what timedelta can hold in seconds
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
@@ -21,7 +23,13 @@ def parse_duration(text: object) -> timedelta:
     if match is None:
         shown = text if len(text) <= 40 else text[:37] + "..."
         raise ValueError(f"invalid duration {shown!r}: expected a whole number and a unit, like 30d, 12h or 90m")
-    amount, unit = int(match.group(1)), match.group(2)
+    digits, unit = match.group(1), match.group(2)
+    if len(digits.lstrip("0")) > _MAX_DIGITS:
+        raise ValueError(f"invalid duration {text[:40]!r}: far too large for a retention window")
+    amount = int(digits)
     if amount == 0:
         raise ValueError(f"invalid duration {text!r}: must be greater than zero")
-    return timedelta(**{_UNITS[unit]: amount})
+    try:
+        return timedelta(**{_UNITS[unit]: amount})
+    except OverflowError:
+        raise ValueError(f"invalid duration {text!r}: far too large for a retention window") from None

@@ -11,6 +11,15 @@ class InvalidSessionId(SessionDBError, ValueError):
     """A session id that is neither a ``uuid.UUID`` nor a canonical 8-4-4-4-12 hex string."""
 
 
+class NaiveDatetimeError(SessionDBError, ValueError):
+    """A datetime without a time zone where an instant is needed (read in the server's TimeZone, it
+    would be silently shifted)."""
+
+
+class NotADatetimeError(SessionDBError, TypeError):
+    """Something other than a ``datetime`` where a datetime is needed."""
+
+
 class ImmutableSessionError(SessionDBError, AttributeError):
     """An attempt to change a session row that was already loaded or persisted."""
 

@@ -49,8 +49,8 @@ def translate_failure(error: BaseException, server: str, *, during_commit: bool)
     if isinstance(error, sa_exc.StatementError) and not isinstance(error, sa_exc.DBAPIError):
         # Our column types validate bound values (ids, aware datetimes) before the statement is
         # sent; SQLAlchemy wraps what they raise. Hand the caller the validation error itself.
-        if isinstance(error.orig, SessionDBError | TypeError | ValueError):
-            return error.orig
+        if isinstance(error.orig, SessionDBError):
+            return error.orig  # a user's own type's TypeError or ValueError stays SQLAlchemy's StatementError
         return None
     if isinstance(error, sa_exc.DBAPIError):
         driver = _driver_error(error)

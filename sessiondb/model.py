@@ -32,14 +32,22 @@ class Session(Base):
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _IMMUTABLE_COLUMNS:
-            if inspect(self).has_identity:
-                raise ImmutableSessionError(
-                    f"Session.{name} cannot change once the row is loaded or persisted; "
-                    "sessions are immutable (delete and create a new one instead)"
-                )
+            self._refuse_change_once_persisted(name)
             # Validate on assignment so bad values fail here, not at flush time.
             value = parse_session_id(value) if name == "id" else require_utc(value, name="created_at")
         super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name in _IMMUTABLE_COLUMNS:
+            self._refuse_change_once_persisted(name)  # `del` would set it to None at the next flush
+        super().__delattr__(name)
+
+    def _refuse_change_once_persisted(self, name: str) -> None:
+        if inspect(self).has_identity:
+            raise ImmutableSessionError(
+                f"Session.{name} cannot change once the row is loaded or persisted; "
+                "sessions are immutable (delete and create a new one instead)"
+            )
 
     def to_dict(self) -> dict[str, str]:
         """``{"id": "<lowercase uuid>", "created_at": "<ISO 8601, +00:00>"}``."""

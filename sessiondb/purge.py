@@ -51,7 +51,7 @@ def check_older_than(older_than: object) -> timedelta | datetime:
         if older_than <= timedelta(0):
             raise ValueError(f"older_than must be a positive timedelta, got {older_than!r}")
         if older_than > MAX_AGE:
-            raise ValueError(f"older_than must be at most {MAX_AGE.days} days (100 years), got {older_than.days} days")
+            raise ValueError(f"older_than must be at most {MAX_AGE.days} days (100 years), got {older_than}")
         return older_than
     raise TypeError(f"older_than must be a timedelta or an aware datetime, got {type(older_than).__name__}")
 

@@ -38,6 +38,13 @@ def parse_database_url(url: str | URL) -> URL:
             f"unsupported database URL scheme {parsed.drivername!r}; "
             f"use one of: {', '.join(s + '://' for s in ACCEPTED_SCHEMES)}"
         )
+    if parsed.host and "@" in parsed.host:
+        # An unescaped "@" in the password: SQLAlchemy ends the password at the first "@" and takes the
+        # rest as part of the host, which would then be printed in error messages. Not echoed here.
+        raise ConfigurationError(
+            "database URL has an '@' after the user and password: write an '@' inside a password or "
+            "user name as %40"
+        )
     try:
         port = parsed.port
     except ValueError:

@@ -6,7 +6,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 
-from sessiondb.errors import InvalidSessionId
+from sessiondb.errors import InvalidSessionId, NaiveDatetimeError, NotADatetimeError
 
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -49,10 +49,10 @@ def require_utc(value: object, *, name: str = "datetime") -> datetime:
     so it is an error here rather than a guess.
     """
     if not isinstance(value, datetime):
-        raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
+        raise NotADatetimeError(f"{name} must be a datetime, got {type(value).__name__}")
     offset = value.utcoffset()
     if value.tzinfo is None or offset is None:
-        raise ValueError(
+        raise NaiveDatetimeError(
             f"{name} must be timezone-aware (naive datetimes are ambiguous); "
             "use datetime.now(timezone.utc) or attach a tzinfo"
         )

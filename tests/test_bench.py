@@ -137,13 +137,25 @@ def test_bad_flags_are_one_clear_usage_error(args: list[str], message: str) -> N
     assert len(error_lines) == 1 and message in error_lines[0], result.stderr
 
 
-def test_unwritable_output_fails_before_measuring(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flag", "name", "message"),
+    [
+        ("--json", "missing/x.json", "directory {tmp}/missing does not exist"),
+        # These used to fail with a traceback after the whole run:
+        ("--json", ".", "is a directory; give a file name"),
+        ("--json", "/proc/x.json", "cannot write there"),
+        ("--plot", "out.xyz", "the file name must end in .png, .svg, .pdf"),
+        ("--plot", "out", "the file name must end in .png, .svg, .pdf"),  # was written as out.png
+    ],
+)
+def test_unwritable_output_fails_before_measuring(tmp_path: Path, flag: str, name: str, message: str) -> None:
+    path = tmp_path / name  # an absolute name stays as it is
     # Port 1 is unreachable: reaching it would be a different error, so this proves the check runs first.
-    result = bench("--database-url", "postgresql://u@127.0.0.1:1/db", "--json", str(tmp_path / "missing" / "x.json"))
+    result = bench("--database-url", "postgresql://u@127.0.0.1:1/db", flag, str(path))
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
-        f"sessiondb: error: --json {tmp_path / 'missing' / 'x.json'}: directory {tmp_path / 'missing'} does not exist"
-    ]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"sessiondb: error: {flag} {path}: {message.format(tmp=tmp_path)}")
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_plot_without_matplotlib_names_the_extra(tmp_path: Path) -> None:

@@ -61,6 +61,8 @@ def test_without_any_url_it_uses_an_embedded_server() -> None:
         (["migrate", "--database-url", "mysql://u:hunter2@h/db"], "unsupported database URL scheme"),
         (["status", "--database-url", "not a url"], "not a valid URL"),
         (["migrate", "--database-url", "postgresql://u:hunter2@127.0.0.1:1/app"], "127.0.0.1:1"),
+        # An unescaped "@" in the password: the part after it was printed as part of the host.
+        (["status", "--database-url", "postgresql://u:pw@hunter2@127.0.0.1:1/app"], "as %40"),
     ],
 )
 def test_expected_failures_print_one_line_and_exit_1(args: list[str], expected: str) -> None:
@@ -78,3 +80,11 @@ def test_usage_errors_exit_2() -> None:
     result = run("rollback", "--count", "0", "--database-url", "postgresql://u@h/db")
     assert result.returncode == 2
     assert "expected a number >= 1" in result.stderr
+
+
+def test_empty_database_url_is_an_error_not_the_environments_server(empty_database_url: str) -> None:
+    # `--database-url "$UNSET_VAR"` used to fall back to DATABASE_URL (or an embedded server).
+    result = run("migrate", "--database-url", "", env={"DATABASE_URL": empty_database_url})
+    assert result.returncode == 2
+    assert "--database-url: is empty" in result.stderr
+    assert "0001_create_sessions" not in result.stdout

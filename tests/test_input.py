@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import JSON, Text, bindparam, insert, literal, select, text
+from sqlalchemy.exc import StatementError
+from sqlalchemy.types import TypeDecorator
 
 import sessiondb
 from sessiondb import (
@@ -124,6 +126,28 @@ async def test_core_statements_with_bad_values_raise_our_error_before_sql(
     await assert_nothing_written(db)
 
 
+class RefusingType(TypeDecorator[str]):
+    """A caller's own column type whose validation fails: not ours to unwrap."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str:
+        raise ValueError("refused by the caller's own type")
+
+
+async def test_other_types_bind_errors_stay_sqlalchemys_statement_error(db: Database) -> None:
+    # Only sessiondb's own validation errors are unwrapped: a caller's handler for StatementError
+    # around their own types must keep working.
+    refusing = select(literal("x", RefusingType()))
+    for payload in (refusing, text("SELECT CAST(:doc AS text)").bindparams(bindparam("doc", type_=JSON))):
+        parameters = {} if payload is refusing else {"doc": object()}
+        with pytest.raises(StatementError) as raised:
+            async with db.session() as s:
+                await s.execute(payload, parameters)
+        assert not isinstance(raised.value.orig, sessiondb.SessionDBError)
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -135,6 +159,8 @@ async def test_core_statements_with_bad_values_raise_our_error_before_sql(
         "postgresql://app:s3cret-pw@db:0/app",
         "postgresql://app:s3cret-pw@db:5432/app\x00",
         "not a url at all s3cret-pw",
+        # An unescaped "@" in the password: the part after it was taken as the host and printed.
+        "postgresql://app:pw@s3cret-pw@127.0.0.1:1/app",
         12345,
     ],
 )

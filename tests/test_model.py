@@ -80,6 +80,18 @@ async def test_persisted_session_is_immutable(db: Database, attribute: str) -> N
 
 
 @pytest.mark.parametrize("attribute", ["id", "created_at"])
+async def test_persisted_session_attribute_cannot_be_deleted(db: Database, attribute: str) -> None:
+    # `del created.created_at` used to be accepted, leaving None in place of the loaded value.
+    async with db.session() as s:
+        created = await create_session(s)
+        original = created.to_dict()
+        with pytest.raises(ImmutableSessionError):
+            delattr(created, attribute)
+        assert not s.dirty
+    assert created.to_dict() == original
+
+
+@pytest.mark.parametrize("attribute", ["id", "created_at"])
 async def test_loaded_session_is_immutable_and_nothing_is_updated(db: Database, attribute: str) -> None:
     async with db.session() as s:
         created = await create_session(s)

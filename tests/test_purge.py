@@ -166,6 +166,7 @@ async def test_bad_arguments_are_rejected_before_any_sql(
         ("12h", timedelta(hours=12)),
         ("90m", timedelta(minutes=90)),
         ("45s", timedelta(seconds=45)),
+        ("3155760000s", timedelta(days=36525)),  # 100 years, the limit, in seconds: was refused as malformed
     ],
 )
 def test_durations(text_: str, expected: timedelta) -> None:
@@ -173,7 +174,12 @@ def test_durations(text_: str, expected: timedelta) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "30", "d", "0d", "-2h", "1.5d", "30 d", "30days", "30D", " 30d", "3w", "9" * 12 + "d"]
+    "bad",
+    [
+        *["", "30", "d", "0d", "-2h", "1.5d", "30 d", "30days", "30D", " 30d", "3w"],
+        *["9" * 12 + "d", "9" * 40 + "s"],
+        "\u0663d",  # ARABIC-INDIC DIGIT THREE: was read as 3 days
+    ],
 )
 def test_invalid_durations_are_a_clear_error(bad: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):

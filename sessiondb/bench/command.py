@@ -59,13 +59,37 @@ def parse_configs(text: str) -> tuple[str, ...]:
     return names
 
 
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+
+
 def _check_output_path(path: Path | None, flag: str) -> None:
-    if path is not None and not path.parent.is_dir():
+    """Fail now if ``path`` cannot be written, rather than after the whole measurement."""
+    if path is None:
+        return
+    if not path.parent.is_dir():
         raise ConfigurationError(f"{flag} {path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise ConfigurationError(f"{flag} {path}: is a directory; give a file name")
+    existed = path.exists()
+    try:
+        with path.open("a"):  # appends nothing: an existing file is left as it is until written
+            pass
+    except OSError as error:
+        raise ConfigurationError(f"{flag} {path}: cannot write there ({error.strerror or error})") from None
+    if not existed:
+        path.unlink()
+
+
+def _check_plot_format(path: Path | None) -> None:
+    # matplotlib picks the format from the suffix, appends ".png" to a name without one, and refuses
+    # others only when saving, after the run.
+    if path is not None and path.suffix.lower() not in PLOT_FORMATS:
+        raise ConfigurationError(f"--plot {path}: the file name must end in {', '.join(PLOT_FORMATS)}")
 
 
 def check_request(request: BenchRequest) -> None:
     """Fail on a missing plotting library or output directory now, not after minutes of measuring."""
+    _check_plot_format(request.plot_path)
     _check_output_path(request.json_path, "--json")
     _check_output_path(request.plot_path, "--plot")
     if request.plot_path is not None:
