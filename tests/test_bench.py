@@ -124,6 +124,9 @@ def test_quick_prints_every_configuration_and_writes_json_and_png(database_url: 
     [
         (["--concurrency", "0"], "concurrency must be whole numbers >= 1"),
         (["--concurrency", "4,x"], "concurrency must be whole numbers >= 1"),
+        (["--concurrency", "\u0664"], "concurrency must be whole numbers >= 1"),  # ARABIC-INDIC DIGIT FOUR
+        # Used to flood stderr with thousands of asyncio errors, then fail on "Too many open files".
+        (["--concurrency", "16,99999"], "concurrency 99999 is more than 1000 (one connection per worker)"),
         (["--configs", "sessiondb-session,nope"], "unknown configuration 'nope'; choose from: raw-asyncpg-autocommit"),
         (["--workload", "read"], "invalid choice: 'read'"),
         (["--ops", "-5"], "expected a number >= 1"),
@@ -214,6 +217,16 @@ async def test_a_failing_configuration_is_one_line_naming_it(database_url: str) 
     assert result.stderr.strip().splitlines() == [
         "sessiondb: error: sessiondb-fast at concurrency 1: RaiseError: deletes are disabled here"
     ]
+
+
+def test_more_rounds_than_ops_reports_the_rounds_that_ran(database_url: str, tmp_path: Path) -> None:
+    # `--ops 2 --rounds 5` ran two rounds (a round needs an operation) but reported five.
+    out = tmp_path / "bench.json"
+    result = bench("--database-url", database_url, "--concurrency", "1", "--ops", "2", "--rounds", "5",
+                   "--configs", "sessiondb-fast", "--json", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [run] = json.loads(out.read_text())
+    assert (run["ops"], run["rounds"]) == (2, 2)
 
 
 def test_unwritable_output_fails_before_an_embedded_server_is_started(tmp_path: Path) -> None:

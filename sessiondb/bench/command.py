@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,13 +41,21 @@ class BenchRequest:
     plot_path: Path | None = None
 
 
+MAX_CONCURRENCY = 1000
+
+
 def parse_concurrency(text: str) -> tuple[int, ...]:
     """``"1,4,16"`` -> ``(1, 4, 16)``; raises ``ValueError`` with a readable message."""
     values = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) < 1:
+        # [0-9], not str.isdigit(): that also accepts other scripts' digits and superscripts.
+        if not re.fullmatch(r"[0-9]{1,9}", part) or int(part) < 1:
             raise ValueError(f"concurrency must be whole numbers >= 1 separated by commas, got {text!r}")
+        if int(part) > MAX_CONCURRENCY:
+            # Each worker holds its own connection: far beyond the server's max_connections (100 by
+            # default), and thousands exhaust the client's file descriptors mid-run.
+            raise ValueError(f"concurrency {int(part)} is more than {MAX_CONCURRENCY} (one connection per worker)")
         values.append(int(part))
     return tuple(dict.fromkeys(values))
 
@@ -107,13 +116,15 @@ def run_bench_command(request: BenchRequest, url: str, console: Console) -> int:
         configs = tuple(name for name in configs if name != PGBENCH)
     if not configs:
         raise ConfigurationError("no configuration left to run")
+    ops = request.ops or (QUICK_OPS if request.quick else DEFAULT_OPS)
+    rounds = request.rounds or (QUICK_ROUNDS if request.quick else DEFAULT_ROUNDS)
     options = BenchOptions(
         url=url,
         workload=request.workload,
         concurrencies=request.concurrency or (QUICK_CONCURRENCY if request.quick else DEFAULT_CONCURRENCY),
         configs=configs,
-        ops=request.ops or (QUICK_OPS if request.quick else DEFAULT_OPS),
-        rounds=request.rounds or (QUICK_ROUNDS if request.quick else DEFAULT_ROUNDS),
+        ops=ops,
+        rounds=min(rounds, ops),  # a round needs at least one operation: the report says how many ran
         pool=PoolSettings.from_env(),
     )
     console.print(
