@@ -96,10 +96,12 @@ def _bench_request(args: argparse.Namespace) -> BenchRequest:
 
 
 def precheck_bench(args: argparse.Namespace) -> None:
-    """Output paths and matplotlib, before an embedded server is started for nothing."""
+    """Output paths, matplotlib and the pool settings, before an embedded server is started for nothing."""
     from sessiondb.bench.command import check_request
+    from sessiondb.settings import PoolSettings
 
     check_request(_bench_request(args))
+    PoolSettings.from_env()
 
 
 def cmd_bench(args: argparse.Namespace, url: str, console: Console) -> int:

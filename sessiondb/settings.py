@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from collections.abc import Mapping
@@ -94,11 +95,21 @@ class PoolSettings:
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        known = set()
         for field in fields(cls):
             variable = PGBOUNCER_ENV if field.name == "pgbouncer" else ENV_PREFIX + field.name.upper()
+            known.add(variable)
             raw = env.get(variable)
             if raw is not None:
                 values[field.name] = _parse_env_value(variable, raw.strip(), field.default)
+        # A misspelt name (SESSIONDB_POOL_SIZ) would otherwise be ignored without a word.
+        unknown = sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigurationError(
+                f"unknown pool setting {unknown[0]}{hint}; known: {', '.join(sorted(known - {PGBOUNCER_ENV}))}"
+            )
         values.update(overrides)
         return cls(**values)
 

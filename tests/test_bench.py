@@ -229,6 +229,13 @@ def test_more_rounds_than_ops_reports_the_rounds_that_ran(database_url: str, tmp
     assert (run["ops"], run["rounds"]) == (2, 2)
 
 
+def test_bad_pool_setting_fails_before_an_embedded_server_is_started() -> None:
+    result = bench("--quick", env={"SESSIONDB_POOL_SIZE": "abc"})  # no URL: would start a server first
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["sessiondb: error: SESSIONDB_POOL_SIZE='abc' is not a valid int"]
+    assert "starting an embedded PostgreSQL" not in result.stdout
+
+
 def test_unwritable_output_fails_before_an_embedded_server_is_started(tmp_path: Path) -> None:
     result = bench("--quick", "--json", str(tmp_path / "missing" / "x.json"))  # no URL: would start a server
     assert result.returncode == 1

@@ -91,3 +91,9 @@ def test_from_env_rejects_bad_values_naming_the_variable(variable: str, value: s
     with pytest.raises(ConfigurationError) as raised:
         PoolSettings.from_env({variable: value})
     assert variable in str(raised.value) or "size" in str(raised.value)
+
+
+def test_from_env_rejects_a_misspelt_variable_instead_of_ignoring_it() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        PoolSettings.from_env({"SESSIONDB_POOL_SIZ": "3"})
+    assert "unknown pool setting SESSIONDB_POOL_SIZ (did you mean SESSIONDB_POOL_SIZE?)" in str(raised.value)
