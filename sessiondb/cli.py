@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=False, highlight=False)
+    # soft_wrap: a line piped to a log (cron) stays one line rather than wrapping at 80 columns.
+    console = Console(stderr=False, highlight=False, soft_wrap=True)
     if args.command == "lint":  # needs no database
         from sessiondb.lint import run_squawk
 

@@ -237,19 +237,33 @@ def apply_migrations(
     migrations = _read(migrations_dir)
     lock = _lock_options(lock_wait, stale_lock_after, break_lock)
 
+    server = describe_server(url)
+
     def apply() -> list[str]:
         with _locked_backend(url, **lock) as backend:
             pending = backend.to_apply(migrations)
+            applied: list[str] = []
             for migration in pending:
-                backend.apply_one(migration, mark=False)
-                # Mark applied and record the checksum atomically: verify never sees one without the other.
-                with backend.transaction():
-                    backend.mark_one(migration, log=False)
-                    checksums.record(backend, migration, how="sessiondb migrate", migration_table=MIGRATION_TABLE)
+                try:
+                    backend.apply_one(migration, mark=False)
+                    # Mark applied and record the checksum atomically: verify never sees one without the other.
+                    with backend.transaction():
+                        backend.mark_one(migration, log=False)
+                        checksums.record(backend, migration, how="sessiondb migrate", migration_table=MIGRATION_TABLE)
+                except (MigrationError, DatabaseUnavailable):
+                    raise
+                except Exception as error:
+                    # Name the file, and what this run applied before it (that stays applied).
+                    before = ", ".join(applied) if applied else "none"
+                    raise MigrationError(
+                        f"migration {migration.id} failed on {server}: {_first_line(error)} "
+                        f"(applied before it in this run: {before})"
+                    ) from error
+                applied.append(migration.id)
             backend.run_post_apply(pending)
-            return [m.id for m in pending]
+            return applied
 
-    return _run("migration", describe_server(url), apply)
+    return _run("migration", server, apply)
 
 
 def _lock_options(lock_wait: float, stale_lock_after: float, break_lock: bool) -> dict[str, Any]:

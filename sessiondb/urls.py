@@ -7,7 +7,8 @@ from sqlalchemy.exc import ArgumentError
 
 from sessiondb.errors import ConfigurationError
 
-ACCEPTED_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
+# postgresql+psycopg:// too: the URL a DBA gives `yoyo apply` names the same server (sessiondb picks the driver).
+ACCEPTED_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg", "postgresql+psycopg")
 ASYNC_DRIVER = "postgresql+asyncpg"
 # yoyo (and so a DBA's `yoyo apply`) uses psycopg 3.
 MIGRATION_DRIVER = "postgresql+psycopg"

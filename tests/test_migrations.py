@@ -91,6 +91,9 @@ async def test_failed_migration_raises_one_line_and_applies_nothing(empty_databa
         apply_migrations(empty_database_url, migrations_dir=folder)
     assert "no_such_table" in str(raised.value)
     assert "\n" not in str(raised.value)
+    # Which file failed, and what went in before it (used to say only "migration failed on ...").
+    assert str(raised.value).startswith("migration 9999_broken failed on ")
+    assert str(raised.value).endswith(f"(applied before it in this run: {', '.join(ALL_IDS)})")
     assert await fetchval(empty_database_url, "SELECT to_regclass('broken')") is None
     assert [r["id"] for r in migration_status(empty_database_url, migrations_dir=folder) if r["applied"]] == ALL_IDS
 

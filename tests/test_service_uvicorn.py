@@ -199,5 +199,5 @@ def test_a_bad_database_url_is_one_line_not_a_uvicorn_traceback() -> None:
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [
         "examples.service: error: DATABASE_URL: unsupported database URL scheme 'mysql'; "
-        "use one of: postgresql://, postgres://, postgresql+asyncpg://"
+        "use one of: postgresql://, postgres://, postgresql+asyncpg://, postgresql+psycopg://"
     ]
