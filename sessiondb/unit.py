@@ -366,11 +366,12 @@ class UnitAsyncSession(GuardedAsyncSession):
             self._release()
 
     async def invalidate(self) -> None:
+        if self.orm_session is not None:
+            # First: the ORM invalidates the Connection its transaction holds (the unit's, if bound),
+            # and would fail on one already invalidated under it.
+            await super().invalidate()
         if self.unit is not None:
-            self.unit.invalidate()
-            if self.orm_session is None:
-                return
-        await super().invalidate()
+            self.unit.invalidate()  # if the ORM did not hold it
 
     def release_unit_if_no_io(self) -> bool:
         """``release_unit()`` now if that needs no IO and no other task is using the session; else False."""

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import sessiondb
 from sessiondb import Database, PoolSettings, apply_migrations, count_sessions, create_session
 from sessiondb.embedded import embedded_postgres
+from tests.helpers import fetchval
 from tests.pgprobe import backend_states, terminate_backend, terminate_backends
 
 POOL = PoolSettings(size=2, max_overflow=0, timeout=5.0)
@@ -199,3 +200,26 @@ async def test_block_cannot_carry_on_after_losing_its_connection(fault_url: str,
             assert await count_sessions(s) == 0
     finally:
         await db.dispose()
+
+
+@pytest.mark.parametrize("orm_used", [False, True], ids=["functions-only", "orm-too"])
+async def test_invalidating_the_session_discards_the_connection_and_later_statements_fail(
+    db: Database, database_url: str, orm_used: bool
+) -> None:
+    # After an ORM statement, s.invalidate() itself used to fail with "This Connection is closed".
+    later_errors: list[BaseException] = []
+    with pytest.raises(sessiondb.ConnectionLost):
+        async with db.session() as s:
+            await create_session(s)
+            if orm_used:
+                await s.execute(text("SELECT 1"))
+            await s.invalidate()
+            for later in (create_session(s), s.execute(text("INSERT INTO sessions DEFAULT VALUES"))):
+                try:
+                    await later
+                except Exception as error:
+                    later_errors.append(error)
+    assert [type(error) for error in later_errors] == [sessiondb.ConnectionLost, sessiondb.ConnectionLost]
+    stats = db.pool_stats()
+    assert (stats["checked_out"], stats["connections_lost"]) == (0, 1)
+    assert await fetchval(database_url, "SELECT count(*) FROM sessions") == 0
