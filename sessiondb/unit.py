@@ -79,10 +79,23 @@ class UnitOfWork:
         """SQLAlchemy's ``Connection`` on this unit's pooled connection, made when the ORM first needs it."""
         if not self.usable:
             raise self.lost()
-        if self._connection is None:
+        connection = self._connection
+        if connection is None or (
+            connection._execution_options is not self.engine._execution_options and not connection.in_transaction()
+        ):
+            # Execution options (isolation level, read-only, AUTOCOMMIT) are for one ORM transaction: a
+            # plain AsyncSession returns its connection when that ends and gets a default one for the
+            # next. The unit keeps its connection, so it resets them as the pool's checkin would.
+            if connection is not None:
+                self._reset_characteristics()
             # No revalidation: after a loss the ORM must not carry on with a fresh connection either.
-            self._connection = Connection(self.engine, connection=self._fairy, _allow_revalidate=False)
-        return self._connection
+            connection = self._connection = Connection(self.engine, connection=self._fairy, _allow_revalidate=False)
+        return connection
+
+    def _reset_characteristics(self) -> None:
+        record: Any = self._fairy._connection_record
+        while record.finalize_callback:
+            record.finalize_callback.pop()(self._fairy.dbapi_connection)
 
     @property
     def usable(self) -> bool:

@@ -179,3 +179,25 @@ async def test_added_object_is_flushed_before_a_query(open_session: OpenSession,
         s.add(Session())
         assert await s.scalar(select(func.count()).select_from(Session)) == 2  # autoflush, as by default
     assert await _count(database_url) == 2
+
+
+@pytest.mark.parametrize(
+    ("option", "setting"),
+    [("isolation_level", "SERIALIZABLE"), ("postgresql_readonly", True), ("isolation_level", "AUTOCOMMIT")],
+)
+@pytest.mark.parametrize("end", ["commit", "rollback", "close"])
+async def test_execution_options_last_one_transaction(
+    open_session: OpenSession, database_url: str, option: str, setting: Any, end: str
+) -> None:
+    # They stayed on the unit's connection for the rest of the block: with AUTOCOMMIT a later
+    # create_session committed although the block then raised.
+    with pytest.raises(Boom):
+        async with open_session() as s:
+            await s.connection(execution_options={option: setting})
+            await s.execute(select(1))
+            await getattr(s, end)()
+            assert await s.scalar(text("SHOW transaction_isolation")) == "read committed"
+            assert await s.scalar(text("SHOW transaction_read_only")) == "off"
+            await create_session(s)
+            raise Boom
+    assert await _count(database_url) == 0
