@@ -8,6 +8,10 @@ returns: outside PgBouncer it runs in autocommit (one round trip); with
 prepare and execute reach the same server connection (no named prepared statements are used
 there, because ``statement_cache_size`` is 0).
 
+Liveness is checked at checkout without a round trip (``sessiondb.liveness``); a pooled connection
+whose backend died in the instant before is found by the statement itself, which then runs once more
+on a new connection when it cannot have run on the dead one (see ``_NOT_RUN``).
+
 Errors: ``InvalidSessionId`` before any SQL; ``PoolTimeout``, ``DatabaseUnavailable``,
 ``WrongEventLoop`` as for ``db.session()``; ``ConnectionLost`` if the connection breaks during the
 statement (a write's outcome is then unknown) and ``QueryTimeout`` past ``command_timeout``, both
@@ -60,6 +64,39 @@ def _record(row: asyncpg.Record) -> SessionRecord:
     return SessionRecord(normalize_uuid(row[0]), utc)
 
 
+# A pooled connection's backend found dead by the first statement after checkout: asyncpg had not read the
+# server's goodbye yet, so the local check at checkout passed. Retrying on a new connection is what a failed
+# pre-ping does. A read retries on any such failure; a write only when its statement cannot have run:
+# - asyncpg refused to send it: InterfaceError "connection is closed", or InternalClientError "cannot switch
+#   to state ..." from its protocol state check, before anything is written;
+# - the server said it terminated the backend (57P01 "terminating connection due to administrator
+#   command"): a backend terminated while idle sends that as it exits, before reading another message
+#   (terminated mid-statement, it rolls the statement back; only between its commit and its reply could a
+#   retried create leave one extra, unused row, which retention purges);
+# - the socket was already closed by the other end when the statement was written (EPIPE) or was closed
+#   with the statement unread (ECONNRESET).
+# Either of the last two may also be the reason asyncpg gives for "connection was closed in the middle of
+# operation". A connection closed after the statement was read may come after a write committed: that
+# stays ConnectionLost, outcome unknown.
+_NOT_RUN = (
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.AdminShutdownError,
+    BrokenPipeError,
+    ConnectionResetError,
+)
+
+
+def _statement_did_not_run(error: BaseException) -> bool:
+    if isinstance(error, asyncpg.ConnectionDoesNotExistError):
+        return isinstance(error.__cause__, _NOT_RUN)
+    return isinstance(error, _NOT_RUN)
+
+
+class _DeadBeforeStatement(Exception):
+    """A reused connection was found dead by its first statement, which did not run: retry on a new one."""
+
+
 class FastSessions:
     """The fast path: ``await db.fast.create_session()`` and friends. Obtain it as ``db.fast``."""
 
@@ -89,10 +126,20 @@ class FastSessions:
         return result
 
     def _checkout_and_run(self, sql: str, args: tuple[Any, ...]) -> asyncpg.Record | None:
+        try:
+            return self._run_once(sql, args, may_retry=True)
+        except _DeadBeforeStatement:
+            # The backend of a pooled connection died before the statement reached it (terminated, server
+            # restarted) and the local check at checkout could not know yet. As a failed pre-ping would,
+            # the pool discards every connection made before now and this runs once more on a new one.
+            return self._run_once(sql, args, may_retry=False)
+
+    def _run_once(self, sql: str, args: tuple[Any, ...], *, may_retry: bool) -> asyncpg.Record | None:
         db = self._db
         counters = db._counters
         counters.requests_waiting += 1
         started = time.perf_counter()
+        opened_before = counters.connections_opened
         try:
             with check_locally_on_checkout():  # the statement follows at once: no ping round trip
                 fairy = db.engine.sync_engine.raw_connection()
@@ -103,6 +150,7 @@ class FastSessions:
         finally:
             counters.requests_waiting -= 1
             counters.wait_ms_total += (time.perf_counter() - started) * 1000.0
+        reused = counters.connections_opened == opened_before
         driver: asyncpg.Connection = fairy.driver_connection  # type: ignore[assignment]
         try:
             statement = (
@@ -120,8 +168,12 @@ class FastSessions:
                 "the connection was discarded"
             ) from error
         except Exception as error:
-            lost = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+            lost = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError)
             if isinstance(error, lost) or driver.is_closed():
+                if may_retry and reused and (sql == _SELECT or _statement_did_not_run(error)):
+                    db.engine.sync_engine.pool._invalidate(fairy, error)  # and all older connections
+                    fairy.close()
+                    raise _DeadBeforeStatement from error
                 fairy.invalidate(error)
                 fairy.close()
                 raise ConnectionLost(

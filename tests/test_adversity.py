@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 from conftest import PgServer
 from sqlalchemy import text
@@ -21,8 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import sessiondb
 from sessiondb import Database, PoolSettings, apply_migrations, count_sessions, create_session
 from sessiondb.embedded import embedded_postgres
+from sessiondb.urls import asyncpg_dsn
 from tests.helpers import fetchval
-from tests.pgprobe import backend_states, terminate_backend, terminate_backends
+from tests.pgprobe import APPLICATION_NAME, backend_states, terminate_backend, terminate_backends
 
 POOL = PoolSettings(size=2, max_overflow=0, timeout=5.0)
 
@@ -110,6 +112,46 @@ async def test_terminated_backends_are_invisible_to_callers(fault_url: str) -> N
         assert not before & after
         assert db.pool_stats()["connections_lost"] == POOL.size
     finally:
+        await db.dispose()
+
+
+@pytest.mark.parametrize("operation", ["create", "get", "delete"])
+async def test_fast_path_recovers_from_backends_terminated_just_before_the_call(
+    fault_url: str, operation: str
+) -> None:
+    # db.fast checks liveness locally (no round trip): right after pg_terminate_backend, asyncpg may not
+    # have read the server's goodbye yet, and calls failed with ConnectionLost ("terminating connection
+    # due to administrator command", "cannot switch to state ...") about half the time.
+    db = Database(fault_url, POOL)
+    admin = await asyncpg.connect(asyncpg_dsn(fault_url))
+    trials = 10
+    try:
+        existing = [(await db.fast.create_session()).id for _ in range(trials * POOL.size)]
+        results: list[object] = []
+        for trial in range(trials):
+            await fill_pool(db)
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = $1",
+                APPLICATION_NAME,
+            )
+            batch = existing[trial * POOL.size : (trial + 1) * POOL.size]
+            calls = {
+                "create": lambda _: db.fast.create_session(),
+                "get": db.fast.get_session,
+                "delete": db.fast.delete_session,
+            }[operation]
+            results += await asyncio.gather(*(calls(sid) for sid in batch))
+        assert db.pool_stats()["checked_out"] == 0
+        rows = await fetchval(fault_url, "SELECT count(*) FROM sessions")
+        if operation == "create":
+            assert rows == 2 * len(existing)  # each create ran exactly once
+        elif operation == "get":
+            assert [getattr(r, "id", None) for r in results] == existing
+        else:
+            assert results == [True] * len(existing) and rows == 0
+    finally:
+        await admin.close()
         await db.dispose()
 
 
