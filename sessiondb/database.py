@@ -114,6 +114,13 @@ class Database:
         if self._loop is None:
             self._loop = loop
         elif self._loop is not loop:
+            if self._loop.is_closed():
+                # Its loop is gone (asyncio.run() returned, a test client's loop closed) and its connections
+                # with it: nothing can use them any more, so drop them without IO, as dispose() from another
+                # loop does, and move to this loop.
+                self.engine.sync_engine.dispose(close=False)
+                self._loop = loop
+                return
             raise WrongEventLoop(
                 f"{self!r} pools connections created on another event loop ({self._loop!r}) and cannot use "
                 "them from this one. Create one Database per event loop (for example inside the "

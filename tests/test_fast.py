@@ -156,7 +156,11 @@ def test_fast_path_refuses_a_second_event_loop(database_url: str) -> None:
     async def create() -> None:
         await db.fast.create_session()
 
-    asyncio.run(create())
-    with pytest.raises(WrongEventLoop):
-        asyncio.run(create())
-    asyncio.run(db.dispose())
+    first = asyncio.new_event_loop()
+    try:
+        first.run_until_complete(create())  # binds the Database; the loop stays open
+        with pytest.raises(WrongEventLoop):
+            asyncio.run(create())
+        first.run_until_complete(db.dispose())
+    finally:
+        first.close()
