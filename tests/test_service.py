@@ -262,6 +262,17 @@ async def test_healthz_reports_ok_with_pool_stats(service: Any) -> None:
     assert body["status"] == "ok"
     assert body["pool"]["size"] >= 1
     assert body["pool"]["checkouts"] >= 1
+    # Load balancers often probe with HEAD: it was 405.
+    head = await client.head("/healthz")
+    assert (head.status_code, head.content) == (200, b"")
+
+
+async def test_stream_interval_below_10_ms_is_422(service: Any) -> None:
+    client, _ = service
+    created = (await client.post("/sessions")).json()
+    # interval=1e-300 was accepted: one client's endless stream would spin the event loop.
+    response = await client.get(f"/sessions/{created['id']}/age", params={"interval": "1e-300"})
+    assert response.status_code == 422
 
 
 def _unused_local_port() -> int:

@@ -101,7 +101,8 @@ def create_app(db: Database | None = None) -> FastAPI:
     async def age_stream(
         session_id: str,
         s: DbSession,
-        interval: Annotated[float, Query(gt=0, le=60, description="seconds between events")] = 1.0,
+        # At least 10 ms: a near-zero interval would make one client's stream spin the event loop.
+        interval: Annotated[float, Query(ge=0.01, le=60, description="seconds between events")] = 1.0,
         events: Annotated[int | None, Query(ge=1, description="stop after this many events")] = None,
     ) -> StreamingResponse:
         """Server-sent events of the session's age. The row is read once, here; the stream itself
@@ -113,7 +114,7 @@ def create_app(db: Database | None = None) -> FastAPI:
             headers={"Cache-Control": "no-cache"},
         )
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])  # load balancers often probe with HEAD
     async def healthz(request: Request, s: DbSession) -> dict[str, object]:
         # Getting here means a connection was checked out (pre-pinged); SELECT 1 proves it answers.
         await s.execute(text("SELECT 1"))
