@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import os
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -115,10 +116,9 @@ class Database:
             self._loop = loop
         elif self._loop is not loop:
             if self._loop.is_closed():
-                # Its loop is gone (asyncio.run() returned, a test client's loop closed) and its connections
-                # with it: nothing can use them any more, so drop them without IO, as dispose() from another
-                # loop does, and move to this loop.
-                self.engine.sync_engine.dispose(close=False)
+                # Its loop is gone (asyncio.run() returned, a test client's loop closed): nothing can use its
+                # connections any more, so drop them, as dispose() from another loop does, and move here.
+                self._drop_connections_of_other_loop()
                 self._loop = loop
                 return
             raise WrongEventLoop(
@@ -127,6 +127,14 @@ class Database:
                 "function asyncio.run() runs, or in a FastAPI lifespan), or `await db.dispose()` on the "
                 "old loop before reusing it"
             )
+
+    def _drop_connections_of_other_loop(self) -> None:
+        """Forget the pool's connections without IO: they belong to another loop and cannot be closed here."""
+        self.engine.sync_engine.dispose(close=False)
+        # They sit in reference cycles (asyncpg's connection and protocol): collected only now do their
+        # sockets close, so the server ends their backends instead of keeping them until some later
+        # collection (enough event loops in a row, e.g. test clients, would reach max_connections).
+        gc.collect()
 
     @functools.cached_property
     def fast(self) -> FastSessions:
@@ -196,7 +204,7 @@ class Database:
         touching them (they cannot be closed from here) instead of failing.
         """
         if self._loop is not None and self._loop is not asyncio.get_running_loop():
-            await self.engine.dispose(close=False)
+            self._drop_connections_of_other_loop()
         else:
             await self.engine.dispose()
         self._loop = None

@@ -89,7 +89,7 @@ def _unit_only(s: AsyncSession) -> bool:
     return isinstance(s, UnitAsyncSession) and s.unit is not None and s.orm_session is None
 
 
-def _attach(s: AsyncSession, session_id: uuid.UUID, created_at: datetime) -> Session:
+def _attach(s: AsyncSession, session_id: uuid.UUID, created_at: datetime, *, inserted: bool = False) -> Session:
     """A persistent ``Session`` for a row this transaction has seen, in ``s``."""
     sid = normalize_uuid(session_id)
     # asyncpg returns aware datetimes for timestamptz; a naive one could only be UTC on the wire.
@@ -106,6 +106,13 @@ def _attach(s: AsyncSession, session_id: uuid.UUID, created_at: datetime) -> Ses
     set_committed_value(row, "created_at", utc)
     make_transient_to_detached(row)  # gives it its identity key
     s.add(row)  # now persistent: no SQL is sent for it at flush
+    if inserted:
+        # Recorded as inserted by the innermost transaction (savepoint or not), as the ORM's flush records
+        # its own INSERTs, so that transaction's rollback takes the row out of the session again.
+        sync_session = s.sync_session
+        transaction = sync_session.get_nested_transaction() or sync_session.get_transaction()
+        if transaction is not None:
+            transaction._new[instance_state(row)] = True
     if isinstance(s, UnitAsyncSession) and s.unit is not None:
         s.unit.uncommitted.append(row)  # leaves the session if s.rollback() undoes it, as kept rows do
     return row
@@ -148,7 +155,7 @@ async def create_session(s: AsyncSession) -> Session:
     """
     row = await _fetchrow(_require_async_session(s), "create_session", _INSERT)
     assert row is not None  # INSERT ... RETURNING always returns the row
-    return _attach(s, row[0], row[1])
+    return _attach(s, row[0], row[1], inserted=True)
 
 
 async def get_session(s: AsyncSession, session_id: uuid.UUID | str) -> Session | None:

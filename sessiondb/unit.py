@@ -31,9 +31,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
@@ -79,18 +81,27 @@ class UnitOfWork:
         """SQLAlchemy's ``Connection`` on this unit's pooled connection, made when the ORM first needs it."""
         if not self.usable:
             raise self.lost()
-        connection = self._connection
-        if connection is None or (
-            connection._execution_options is not self.engine._execution_options and not connection.in_transaction()
-        ):
-            # Execution options (isolation level, read-only, AUTOCOMMIT) are for one ORM transaction: a
-            # plain AsyncSession returns its connection when that ends and gets a default one for the
-            # next. The unit keeps its connection, so it resets them as the pool's checkin would.
-            if connection is not None:
-                self._reset_characteristics()
+        if self._connection is None:
             # No revalidation: after a loss the ORM must not carry on with a fresh connection either.
-            connection = self._connection = Connection(self.engine, connection=self._fairy, _allow_revalidate=False)
-        return connection
+            self._connection = Connection(self.engine, connection=self._fairy, _allow_revalidate=False)
+        return self._connection
+
+    def orm_transaction_ended(self) -> None:
+        """Execution options (isolation level, read-only, AUTOCOMMIT) are for one ORM transaction: a plain
+        ``AsyncSession`` returns its connection when that ends and gets a default one for the next. The
+        unit keeps its pooled connection, so it resets them as the pool's checkin would, and retires the
+        ``Connection`` that carried them."""
+        connection = self._connection
+        if connection is None or connection._execution_options is self.engine._execution_options:
+            return
+        if connection.in_transaction() or not self.usable:
+            return
+        self._reset_characteristics()  # no IO: the transaction has ended, so nothing is rolled back
+        # Closed, as a plain AsyncSession's would be once returned: a caller still holding it gets "This
+        # Connection is closed" rather than statements outside the ORM's transaction. Not close(): that
+        # would return the pooled connection this unit still holds.
+        connection._dbapi_connection = None
+        self._connection = None
 
     def _reset_characteristics(self) -> None:
         record: Any = self._fairy._connection_record
@@ -215,6 +226,12 @@ class UnitSession(OrmSession):
         if self.unit is not None and bind is None:
             return self.unit.connection()
         return super().get_bind(mapper, clause=clause, bind=bind, **kw)
+
+
+@event.listens_for(UnitSession, "after_transaction_end")
+def _after_transaction_end(session: UnitSession, transaction: SessionTransaction) -> None:
+    if transaction.parent is None and session.unit is not None:  # the outermost: the ORM's transaction ended
+        session.unit.orm_transaction_ended()
 
 
 class UnitAsyncSession(GuardedAsyncSession):

@@ -14,6 +14,7 @@ import pytest
 
 import sessiondb
 from sessiondb import Database, PoolSettings, count_sessions, create_session
+from tests.pgprobe import backend_states, eventually
 
 
 async def _work(db: Database) -> int:
@@ -57,6 +58,12 @@ def test_database_whose_loop_closed_moves_to_the_next_loop(database_url: str) ->
     assert run_in_new_loop(db) == 3
     stats = db.pool_stats()
     assert (stats["checked_out"], stats["size"]) == (0, 1)
+
+    async def one_backend_left() -> bool:
+        return len(await backend_states(database_url)) == 1
+
+    # The old loops' connections are closed, not left to a later garbage collection: their backends end.
+    asyncio.run(eventually(one_backend_left, "the dropped connections' backends to exit"))
 
     async def fast_then_dispose() -> bool:
         found = await db.fast.get_session((await db.fast.create_session()).id) is not None

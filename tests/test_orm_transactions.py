@@ -18,7 +18,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sessiondb import Database, Session, create_session, delete_session
+from sessiondb import Database, Session, create_session, delete_session, get_session
 from tests.helpers import fetchval
 
 OpenSession = Callable[[], contextlib.AbstractAsyncContextManager[AsyncSession]]
@@ -57,8 +57,12 @@ async def test_rolled_back_savepoint_undoes_create_session(
         kept = await create_session(s)
         with contextlib.suppress(Boom):
             async with s.begin_nested():
-                await create_session(s)
+                undone = await create_session(s)
                 raise Boom
+        # Out of the session too, as an object the ORM inserted in the savepoint would be (it was kept).
+        assert undone not in s
+        assert await get_session(s, undone.id) is None
+        assert await get_session(s, kept.id) is kept
     ids = {await fetchval(database_url, "SELECT id FROM sessions")}
     assert ids == {kept.id}
     assert db.pool_stats()["checked_out"] == 0
@@ -201,3 +205,14 @@ async def test_execution_options_last_one_transaction(
             await create_session(s)
             raise Boom
     assert await _count(database_url) == 0
+
+
+async def test_connection_with_options_is_closed_once_its_transaction_ends(open_session: OpenSession) -> None:
+    # It stayed usable on the unit's pooled connection, outside the ORM's transaction: used before the
+    # next ORM statement, it kept SERIALIZABLE for that statement too.
+    async with open_session() as s:
+        held = await s.connection(execution_options={"isolation_level": "SERIALIZABLE"})
+        await s.commit()
+        with pytest.raises(sa_exc.ResourceClosedError):
+            await held.scalar(select(1))
+        assert await s.scalar(text("SHOW transaction_isolation")) == "read committed"
