@@ -28,6 +28,13 @@ def parse_database_url(url: str | URL) -> URL:
             raise ConfigurationError("database URL is empty")
         if "\x00" in url:
             raise ConfigurationError("database URL contains a NUL byte")
+        if url.count("@") > 1:
+            # An unescaped "@" inside the password or user name: the parsers disagree on where the host
+            # starts (SQLAlchemy at the first "@", libpq at the last), and the part taken as host or
+            # database would be printed in error messages. Not echoed here.
+            raise ConfigurationError(
+                "database URL has more than one '@': write an '@' inside a password or user name as %40"
+            )
         try:
             parsed = make_url(url.strip())
         except (ArgumentError, ValueError):
@@ -38,13 +45,6 @@ def parse_database_url(url: str | URL) -> URL:
         raise ConfigurationError(
             f"unsupported database URL scheme {parsed.drivername!r}; "
             f"use one of: {', '.join(s + '://' for s in ACCEPTED_SCHEMES)}"
-        )
-    if parsed.host and "@" in parsed.host:
-        # An unescaped "@" in the password: SQLAlchemy ends the password at the first "@" and takes the
-        # rest as part of the host, which would then be printed in error messages. Not echoed here.
-        raise ConfigurationError(
-            "database URL has an '@' after the user and password: write an '@' inside a password or "
-            "user name as %40"
         )
     try:
         port = parsed.port

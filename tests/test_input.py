@@ -161,6 +161,8 @@ async def test_other_types_bind_errors_stay_sqlalchemys_statement_error(db: Data
         "not a url at all s3cret-pw",
         # An unescaped "@" in the password: the part after it was taken as the host and printed.
         "postgresql://app:pw@s3cret-pw@127.0.0.1:1/app",
+        "postgresql://app:s3@cr/et-pw@db.example/app",  # the host came out as "cr", the database as "et-pw@..."
+        "postgresql://app:a@s3cret-pw?c@h/db",
         12345,
     ],
 )
