@@ -164,7 +164,7 @@ def cmd_verify(args: argparse.Namespace, url: str, console: Console) -> int:
 
 
 def _count_by_state(checks: list[MigrationCheck], *, recorded_now: bool) -> str:
-    """'2 verified, 1 unrecorded': an unrecorded migration was not verified, so it is not counted as such."""
+    """'2 applied migration(s) verified, 1 without a checksum': an unrecorded one was not verified."""
     if not checks:
         return "no applied migrations"
     verified = sum(c.state == "ok" for c in checks)

@@ -24,12 +24,13 @@ def parse_duration(text: object) -> timedelta:
         shown = text if len(text) <= 40 else text[:37] + "..."
         raise ValueError(f"invalid duration {shown!r}: expected a whole number and a unit, like 30d, 12h or 90m")
     digits, unit = match.group(1), match.group(2)
+    too_large = f"invalid duration {text[:40]!r}: far too large for a retention window"
     if len(digits.lstrip("0")) > _MAX_DIGITS:
-        raise ValueError(f"invalid duration {text[:40]!r}: far too large for a retention window")
+        raise ValueError(too_large)
     amount = int(digits)
     if amount == 0:
         raise ValueError(f"invalid duration {text!r}: must be greater than zero")
     try:
         return timedelta(**{_UNITS[unit]: amount})
     except OverflowError:
-        raise ValueError(f"invalid duration {text!r}: far too large for a retention window") from None
+        raise ValueError(too_large) from None

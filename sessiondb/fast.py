@@ -64,6 +64,9 @@ def _record(row: asyncpg.Record) -> SessionRecord:
     return SessionRecord(normalize_uuid(row[0]), utc)
 
 
+# The connection itself failed (rather than the server refusing the statement): it is discarded.
+_LOST = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError)
+
 # A pooled connection's backend found dead by the first statement after checkout: asyncpg had not read the
 # server's goodbye yet, so the local check at checkout passed. Retrying on a new connection is what a failed
 # pre-ping does. A read retries on any such failure; a write only when its statement cannot have run:
@@ -168,8 +171,7 @@ class FastSessions:
                 "the connection was discarded"
             ) from error
         except Exception as error:
-            lost = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError)
-            if isinstance(error, lost) or driver.is_closed():
+            if isinstance(error, _LOST) or driver.is_closed():
                 if may_retry and reused and (sql == _SELECT or _statement_did_not_run(error)):
                     db.engine.sync_engine.pool._invalidate(fairy, error)  # and all older connections
                     fairy.close()

@@ -23,7 +23,7 @@ from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sessiondb.driver import run_on_driver
 from sessiondb.guard import GuardedAsyncSession
 from sessiondb.model import Session
-from sessiondb.unit import UnitAsyncSession
+from sessiondb.unit import UnitAsyncSession, UnitOfWork
 from sessiondb.values import normalize_uuid, parse_session_id
 
 _INSERT = "INSERT INTO sessions DEFAULT VALUES RETURNING id, created_at"
@@ -47,7 +47,7 @@ async def _fetchrow(s: AsyncSession, operation: str, sql: str, *args: Any) -> as
     # same way they do (db.session() hands out a guarded session): overlap is ConcurrentSessionUse.
     s._claim(operation)
     try:
-        unit = s.unit if isinstance(s, UnitAsyncSession) and s.orm_session is None else None
+        unit = _unit_only(s)
         if unit is not None:
             return await unit.fetchrow(sql, args)
         # The ORM side is in use: through it, so its transaction, savepoints and a pending rollback
@@ -84,9 +84,9 @@ async def _fetchrow_through_session(s: AsyncSession, sql: str, args: tuple[Any, 
     )
 
 
-def _unit_only(s: AsyncSession) -> bool:
-    """A ``db.session()`` block whose ORM side is not built: the unit of work alone runs the statements."""
-    return isinstance(s, UnitAsyncSession) and s.unit is not None and s.orm_session is None
+def _unit_only(s: AsyncSession) -> UnitOfWork | None:
+    """The unit of work of a ``db.session()`` block whose ORM side is not built: it alone runs the statements."""
+    return s.unit if isinstance(s, UnitAsyncSession) and s.orm_session is None else None
 
 
 def _attach(s: AsyncSession, session_id: uuid.UUID, created_at: datetime, *, inserted: bool = False) -> Session:
@@ -94,7 +94,7 @@ def _attach(s: AsyncSession, session_id: uuid.UUID, created_at: datetime, *, ins
     sid = normalize_uuid(session_id)
     # asyncpg returns aware datetimes for timestamptz; a naive one could only be UTC on the wire.
     utc = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
-    if _unit_only(s):
+    if _unit_only(s) is not None:
         assert isinstance(s, UnitAsyncSession)
         row = _loaded_row(sid, utc)
         s.keep_row(row)  # in the identity map as soon as the ORM side of s is used; forgotten on rollback
@@ -163,7 +163,7 @@ async def get_session(s: AsyncSession, session_id: uuid.UUID | str) -> Session |
     sid = parse_session_id(session_id)
     held = _in_session(_require_async_session(s), sid)
     if held is not None:
-        if _unit_only(s):
+        if _unit_only(s) is not None:
             return held  # kept by the session functions and still current
         # Loaded (or created) in this session: let the ORM answer, without SQL unless it expired it.
         return await s.get(Session, sid)

@@ -50,13 +50,14 @@ def parse_concurrency(text: str) -> tuple[int, ...]:
     for part in text.split(","):
         part = part.strip()
         # [0-9], not str.isdigit(): that also accepts other scripts' digits and superscripts.
-        if not re.fullmatch(r"[0-9]{1,9}", part) or int(part) < 1:
+        value = int(part) if re.fullmatch(r"[0-9]{1,9}", part) else 0
+        if value < 1:
             raise ValueError(f"concurrency must be whole numbers >= 1 separated by commas, got {text!r}")
-        if int(part) > MAX_CONCURRENCY:
+        if value > MAX_CONCURRENCY:
             # Each worker holds its own connection: far beyond the server's max_connections (100 by
             # default), and thousands exhaust the client's file descriptors mid-run.
-            raise ValueError(f"concurrency {int(part)} is more than {MAX_CONCURRENCY} (one connection per worker)")
-        values.append(int(part))
+            raise ValueError(f"concurrency {value} is more than {MAX_CONCURRENCY} (one connection per worker)")
+        values.append(value)
     return tuple(dict.fromkeys(values))
 
 
